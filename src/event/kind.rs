@@ -1,0 +1,100 @@
+//! What can happen to a peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::peers::PeerState;
+
+/// What happened. New kinds may be added in minor releases.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A connect attempt started.
+    AttemptStarted {
+        /// 1-based number of this attempt in the current outage.
+        attempt: u32,
+        /// The policy's attempt limit, if any.
+        max_attempts: Option<u32>,
+    },
+    /// The next attempt must wait.
+    Waiting {
+        /// How long until the next attempt is allowed.
+        delay: Duration,
+        /// Why there is a wait.
+        reason: WaitReason,
+    },
+    /// A connect attempt succeeded.
+    Connected {
+        /// Attempts it took, this one included.
+        attempts: u32,
+        /// Time from the first attempt of this outage to now.
+        total: Duration,
+    },
+    /// A connection that was up went away.
+    Disconnected {
+        /// Why, if known (bounded in length).
+        error: Option<Arc<str>>,
+    },
+    /// The policy's attempt or time limit was reached; no more attempts until a reset.
+    Exhausted {
+        /// Attempts made in this outage.
+        attempts: u32,
+        /// The last error (bounded in length).
+        error: Option<Arc<str>>,
+    },
+    /// A request will be retried.
+    RetryScheduled {
+        /// 1-based number of the retry about to happen.
+        attempt: u32,
+        /// The delay before it.
+        delay: Duration,
+        /// Why it is retried, as named by the classifier.
+        reason: &'static str,
+    },
+    /// A retry was refused because the retry budget is empty.
+    BudgetExhausted,
+    /// Health checks took the peer out of use.
+    Ejected {
+        /// For how long.
+        duration: Duration,
+        /// How many times it has been ejected in a row, this time included.
+        times: u32,
+    },
+    /// The peer is back in use after an ejection.
+    Restored,
+    /// The peer's state changed.
+    StateChanged {
+        /// The state it left.
+        from: PeerState,
+        /// The state it entered.
+        to: PeerState,
+    },
+}
+
+/// Why an attempt has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// The backoff schedule after a failure.
+    Backoff,
+    /// A connection was accepted but did not stay up long enough to prove the peer healthy.
+    Flapping,
+}
+
+impl EventKind {
+    /// A short stable name for the kind, as used in the `kind` field of tracing events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::AttemptStarted { .. } => "attempt_started",
+            EventKind::Waiting { .. } => "waiting",
+            EventKind::Connected { .. } => "connected",
+            EventKind::Disconnected { .. } => "disconnected",
+            EventKind::Exhausted { .. } => "exhausted",
+            EventKind::RetryScheduled { .. } => "retry_scheduled",
+            EventKind::BudgetExhausted => "budget_exhausted",
+            EventKind::Ejected { .. } => "ejected",
+            EventKind::Restored => "restored",
+            EventKind::StateChanged { .. } => "state_changed",
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A connect attempt, reserved through the peer's single-flight gate.
+
+use std::fmt::{self, Display};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{PeerHandle, PeerKey};
+
+/// A connect attempt granted by [`PeerHandle::try_begin_attempt`].
+///
+/// Report how it went with [`succeeded`](Attempt::succeeded) or [`failed`](Attempt::failed).
+/// Dropping it without either (the connect future was cancelled) gives the slot back at once:
+/// the peer returns to idle and tasks waiting on the attempt are woken, so a cancelled probe
+/// never blocks the peer.
+#[must_use = "dropping an attempt without reporting its outcome cancels it"]
+#[derive(Debug)]
+pub struct Attempt<K: PeerKey> {
+    handle: PeerHandle<K>,
+    number: u32,
+    probe: bool,
+    finished: bool,
+}
+
+/// What the peer's schedule says after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextAttempt {
+    /// The next attempt is allowed after this delay.
+    After(Duration),
+    /// The policy's attempt or time limit is used up; no attempt until a reset.
+    Exhausted,
+}
+
+/// Why [`PeerHandle::try_begin_attempt`] did not grant an attempt now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptDenied {
+    /// Another task's probe of this peer is under way; wait for it with
+    /// [`PeerHandle::poll_attempt_finished`].
+    InFlight,
+    /// The peer is in backoff; the next attempt is allowed at `until`.
+    Backoff {
+        /// When the next attempt is allowed.
+        until: Instant,
+    },
+    /// The attempt limit is used up; [`PeerHandle::reset`] allows attempts again.
+    Exhausted,
+}
+
+impl Display for AttemptDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptDenied::InFlight => {
+                f.write_str("another connect attempt to this peer is under way")
+            }
+            AttemptDenied::Backoff { until } => write!(
+                f,
+                "peer is in backoff for another {:?}",
+                until.saturating_duration_since(Instant::now())
+            ),
+            AttemptDenied::Exhausted => f.write_str("connect attempts to this peer are exhausted"),
+        }
+    }
+}
+
+impl std::error::Error for AttemptDenied {}
+
+impl<K: PeerKey> Attempt<K> {
+    pub(crate) fn new(handle: PeerHandle<K>, number: u32, probe: bool) -> Self {
+        Self {
+            handle,
+            number,
+            probe,
+            finished: false,
+        }
+    }
+
+    /// 1-based number of this attempt since the peer last proved healthy.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Whether this is the probe: the one attempt allowed while no connection to the peer is up.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// The peer this attempt is for.
+    pub fn peer(&self) -> &PeerHandle<K> {
+        &self.handle
+    }
+
+    /// The connection is up. The peer becomes connected; its backoff schedule is *not* reset
+    /// until the peer proves itself ([`PeerHandle::record_success`] or
+    /// [`PeerHandle::mark_proven`]), so a peer that accepts and drops keeps backing off.
+    /// Report the connection's end with [`PeerHandle::connection_closed`].
+    pub fn succeeded(mut self) {
+        self.finished = true;
+        self.handle
+            .shared
+            .attempt_succeeded(&self.handle.tracker, self.number, self.probe);
+    }
+
+    /// The attempt failed with `error`. Counts a failure and advances the peer's schedule.
+    pub fn failed(mut self, error: &dyn Display) -> NextAttempt {
+        self.finished = true;
+        self.handle
+            .shared
+            .attempt_failed(&self.handle.tracker, self.number, self.probe, error)
+    }
+}
+
+impl<K: PeerKey> Drop for Attempt<K> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.handle
+                .shared
+                .attempt_cancelled(&self.handle.tracker, self.probe);
+        }
+    }
+}

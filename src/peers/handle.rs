@@ -1,0 +1,139 @@
+//! A handle to one peer: how layers record what they see.
+
+use std::fmt::{self, Display};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::attempt::{Attempt, AttemptDenied};
+use super::report::PeerSnapshot;
+use super::state::{Origin, PeerState};
+use super::tracker::Tracker;
+use super::{PeerKey, Shared};
+
+/// A cheap, clonable handle to one tracked peer, from [`Peers::peer`](super::Peers::peer).
+///
+/// Layers keep one per peer they talk to, so that recording an outcome skips the table lookup.
+/// A peer is never evicted while a handle to it exists.
+pub struct PeerHandle<K> {
+    pub(super) shared: Arc<Shared<K>>,
+    pub(super) tracker: Arc<Tracker<K>>,
+}
+
+impl<K> Clone for PeerHandle<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            tracker: Arc::clone(&self.tracker),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for PeerHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PeerHandle")
+            .field(&self.tracker.key)
+            .finish()
+    }
+}
+
+impl<K: PeerKey> PeerHandle<K> {
+    pub(super) fn new(shared: Arc<Shared<K>>, tracker: Arc<Tracker<K>>) -> Self {
+        Self { shared, tracker }
+    }
+
+    /// The peer's key.
+    pub fn key(&self) -> &K {
+        &self.tracker.key
+    }
+
+    /// Configured or discovered.
+    pub fn origin(&self) -> Origin {
+        self.tracker.origin()
+    }
+
+    /// The peer's state now.
+    pub fn state(&self) -> PeerState {
+        self.tracker.lock().public_state()
+    }
+
+    /// A copy of the peer's whole record.
+    pub fn snapshot(&self) -> PeerSnapshot<K> {
+        self.shared.snapshot(&self.tracker)
+    }
+
+    /// The peer answered: counts a success, clears the run of consecutive failures, and, as
+    /// proof that the peer works, resets its backoff schedule. Does not allocate.
+    pub fn record_success(&self) {
+        self.shared.record_success(&self.tracker);
+    }
+
+    /// A request to the peer failed: counts a failure and keeps `error`'s text (cut to the
+    /// configured length, in a buffer reused from one failure to the next). Does not change the
+    /// connect schedule; a failed connect attempt is reported through [`Attempt::failed`].
+    pub fn record_failure(&self, error: &dyn Display) {
+        self.shared.record_failure(&self.tracker, error);
+    }
+
+    /// The connection stayed up long enough to count as proof (`stable_after`): resets the
+    /// backoff schedule without counting a success.
+    pub fn mark_proven(&self) {
+        self.shared.mark_proven(&self.tracker);
+    }
+
+    /// Asks to start a connect attempt now, through the peer's single-flight gate.
+    ///
+    /// While no connection to the peer is up, one attempt (the *probe*) may run at a time for
+    /// the whole process, and only once the backoff delay of the last failure has passed. With a
+    /// connection up, more attempts are let through at once.
+    pub fn try_begin_attempt(&self) -> Result<Attempt<K>, AttemptDenied> {
+        let (number, probe) = self.shared.begin_attempt(&self.tracker)?;
+        Ok(Attempt::new(self.clone(), number, probe))
+    }
+
+    /// `Ready` once no probe of this peer is under way; otherwise arranges for the task to be
+    /// woken when the probe in flight ends, however it ends.
+    pub fn poll_attempt_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.poll_probe_done(&self.tracker, cx)
+    }
+
+    /// A connection that [`Attempt::succeeded`] has gone away, with the error if it broke.
+    ///
+    /// When the last connection closes, a peer that proved itself since connecting becomes idle
+    /// and may be reconnected at once; one that did not (accepted, then dropped) is flapping and
+    /// waits for its schedule's next delay.
+    pub fn connection_closed(&self, error: Option<&dyn Display>) {
+        self.shared.connection_closed(&self.tracker, error);
+    }
+
+    /// Starts the peer's backoff schedule over and leaves `Exhausted` or `Backoff` for `Idle`.
+    pub fn reset(&self) {
+        self.shared.reset(&self.tracker);
+    }
+
+    /// Takes the peer out of use for `duration` (health's decision). Returns `false`, changing
+    /// nothing, for an exhausted peer. Connect attempts are not blocked by an ejection, so a
+    /// probe request can still reach the peer.
+    pub fn eject(&self, duration: Duration) -> bool {
+        self.shared.eject(&self.tracker, duration)
+    }
+
+    /// Ends an ejection: the peer returns to the state underneath. Returns whether it was
+    /// ejected.
+    pub fn restore(&self) -> bool {
+        self.shared.restore(&self.tracker)
+    }
+
+    /// A request to the peer will be retried: counts it and emits
+    /// [`RetryScheduled`](crate::event::EventKind::RetryScheduled).
+    pub fn record_retry(&self, attempt: u32, delay: Duration, reason: &'static str) {
+        self.shared
+            .record_retry(&self.tracker, attempt, delay, reason);
+    }
+
+    /// A retry was refused for want of budget: counts it and emits
+    /// [`BudgetExhausted`](crate::event::EventKind::BudgetExhausted).
+    pub fn record_budget_exhausted(&self) {
+        self.shared.record_budget_exhausted(&self.tracker);
+    }
+}

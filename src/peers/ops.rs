@@ -1,0 +1,367 @@
+//! Everything that changes a tracker, and the bookkeeping that follows a change of state:
+//! the registry's index, the health report, and the events.
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::attempt::{AttemptDenied, NextAttempt};
+use super::registry::Registry;
+use super::report::{HealthReport, PeerSnapshot};
+use super::state::PeerState;
+use super::tracker::{Tracker, TrackerState};
+use super::{PeerKey, Shared, Totals};
+use crate::event::{EventKind, WaitReason};
+
+/// `now + delay`, saturating at a far future instead of overflowing `Instant`.
+fn deadline(now: Instant, delay: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+    now.checked_add(delay).unwrap_or_else(|| now + FAR)
+}
+
+impl<K: PeerKey> Shared<K> {
+    /// Publishes the health report if its counts changed. Called with the registry locked, so
+    /// reports go out in the order the changes were made.
+    pub(super) fn publish_health(&self, registry: &Registry<K>, now: Instant) {
+        let report = HealthReport::from_counts(registry.counts(), self.min_peers, now);
+        self.health.send_if_modified(|current| {
+            let changed = !current.same_counts(&report);
+            if changed {
+                *current = report;
+            }
+            changed
+        });
+    }
+
+    /// Follows up a change made under the tracker's lock: validates the transition, moves the
+    /// peer in the index, republishes health and announces the new state.
+    fn settle(&self, t: &Tracker<K>, st: &TrackerState, before: PeerState, now: Instant) {
+        let after = st.public_state();
+        if after == before {
+            return;
+        }
+        if !before.can_become(after) {
+            tracing::error!(peer = ?t.key, from = ?before, to = ?after, "redial bug: invalid peer state transition");
+            debug_assert!(
+                false,
+                "invalid peer state transition {before:?} -> {after:?}"
+            );
+        }
+        if !st.detached {
+            let mut registry = self.registry_write();
+            registry.move_state(&t.key, before, after);
+            self.publish_health(&registry, now);
+        }
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::StateChanged {
+                from: before,
+                to: after,
+            },
+        );
+    }
+
+    pub(super) fn record_success(&self, t: &Tracker<K>) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        st.successes += 1;
+        st.consecutive_failures = 0;
+        st.last_success = Some(now);
+        Totals::add(&self.totals.successes);
+        // Only a peer that had failed has anything to reset; the common case stops here.
+        if st.schedule.retries() > 0 || st.next_attempt_at.is_some() || !st.proven {
+            let before = st.public_state();
+            st.prove();
+            self.settle(t, &st, before, now);
+        }
+    }
+
+    pub(super) fn mark_proven(&self, t: &Tracker<K>) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        st.prove();
+        self.settle(t, &st, before, now);
+    }
+
+    pub(super) fn record_failure(&self, t: &Tracker<K>, error: &dyn Display) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        self.count_failure(&mut st, error, now);
+    }
+
+    fn count_failure(&self, st: &mut TrackerState, error: &dyn Display, now: Instant) {
+        st.failures += 1;
+        st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+        st.last_failure = Some(now);
+        st.last_error.set(error);
+        Totals::add(&self.totals.failures);
+    }
+
+    pub(super) fn begin_attempt(&self, t: &Tracker<K>) -> Result<(u32, bool), AttemptDenied> {
+        let now = Instant::now();
+        let mut st = t.lock();
+        if st.conn == PeerState::Exhausted {
+            return Err(AttemptDenied::Exhausted);
+        }
+        // With a connection up the peer is known to work: more connections need not queue
+        // behind a single probe.
+        let probe = st.open_connections == 0;
+        if probe && st.probe_in_flight {
+            return Err(AttemptDenied::InFlight);
+        }
+        if let Some(until) = st.next_attempt_at.filter(|at| now < *at) {
+            return Err(AttemptDenied::Backoff { until });
+        }
+        let before = st.public_state();
+        let number = st.schedule.next_attempt();
+        st.attempts += 1;
+        st.last_attempt = Some(now);
+        st.run_started.get_or_insert(now);
+        Totals::add(&self.totals.attempts);
+        if probe {
+            st.probe_in_flight = true;
+            st.conn = PeerState::Connecting;
+        }
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::AttemptStarted {
+                attempt: number,
+                max_attempts: self.backoff.max_attempts(),
+            },
+        );
+        self.settle(t, &st, before, now);
+        Ok((number, probe))
+    }
+
+    pub(super) fn attempt_succeeded(&self, t: &Tracker<K>, number: u32, probe: bool) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        st.open_connections = st.open_connections.saturating_add(1);
+        st.conn = PeerState::Connected;
+        st.next_attempt_at = None;
+        // A new connection proves nothing until it answers or stays up (DESIGN §3.3).
+        st.proven = false;
+        let total = st.run_started.map_or(Duration::ZERO, |s| now - s);
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::Connected {
+                attempts: number,
+                total,
+            },
+        );
+        self.settle(t, &st, before, now);
+        if probe {
+            st.probe_in_flight = false;
+            st.wake_waiters();
+        }
+    }
+
+    pub(super) fn attempt_failed(
+        &self,
+        t: &Tracker<K>,
+        number: u32,
+        probe: bool,
+        error: &dyn Display,
+    ) -> NextAttempt {
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        self.count_failure(&mut st, error, now);
+        let connecting = st.conn == PeerState::Connecting;
+        let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, number);
+        if connecting {
+            st.conn = match next {
+                NextAttempt::After(_) => PeerState::Backoff,
+                NextAttempt::Exhausted => PeerState::Exhausted,
+            };
+        }
+        self.settle(t, &st, before, now);
+        if probe {
+            st.probe_in_flight = false;
+            st.wake_waiters();
+        }
+        next
+    }
+
+    /// Takes the next delay from the peer's schedule and announces it.
+    fn schedule_next(
+        &self,
+        t: &Tracker<K>,
+        st: &mut TrackerState,
+        now: Instant,
+        reason: WaitReason,
+        attempts: u32,
+    ) -> NextAttempt {
+        match st.schedule.next_delay() {
+            Some(delay) => {
+                st.next_attempt_at = Some(deadline(now, delay));
+                self.events
+                    .publish(&t.key, now, EventKind::Waiting { delay, reason });
+                NextAttempt::After(delay)
+            }
+            None => {
+                st.next_attempt_at = None;
+                let error = st.last_error.get().map(Arc::from);
+                self.events
+                    .publish(&t.key, now, EventKind::Exhausted { attempts, error });
+                NextAttempt::Exhausted
+            }
+        }
+    }
+
+    pub(super) fn attempt_cancelled(&self, t: &Tracker<K>, probe: bool) {
+        if !probe {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        st.probe_in_flight = false;
+        if st.conn == PeerState::Connecting {
+            st.conn = PeerState::Idle;
+        }
+        self.settle(t, &st, before, now);
+        st.wake_waiters();
+    }
+
+    pub(super) fn connection_closed(&self, t: &Tracker<K>, error: Option<&dyn Display>) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        if st.open_connections == 0 {
+            return;
+        }
+        let before = st.public_state();
+        st.open_connections -= 1;
+        if let Some(error) = error {
+            self.count_failure(&mut st, error, now);
+        }
+        let error = error.and_then(|_| st.last_error.get().map(Arc::from));
+        self.events
+            .publish(&t.key, now, EventKind::Disconnected { error });
+        if st.open_connections == 0 && st.conn == PeerState::Connected {
+            st.conn = if st.proven {
+                PeerState::Idle
+            } else {
+                // Up and down again without proof: flapping, so the schedule keeps growing.
+                let attempts = st.schedule.next_attempt();
+                match self.schedule_next(t, &mut st, now, WaitReason::Flapping, attempts) {
+                    NextAttempt::After(_) => PeerState::Backoff,
+                    NextAttempt::Exhausted => PeerState::Exhausted,
+                }
+            };
+        }
+        self.settle(t, &st, before, now);
+    }
+
+    pub(super) fn reset(&self, t: &Tracker<K>) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        st.schedule.reset();
+        st.next_attempt_at = None;
+        st.run_started = None;
+        if matches!(st.conn, PeerState::Backoff | PeerState::Exhausted) {
+            st.conn = PeerState::Idle;
+        }
+        self.settle(t, &st, before, now);
+    }
+
+    pub(super) fn eject(&self, t: &Tracker<K>, duration: Duration) -> bool {
+        let now = Instant::now();
+        let mut st = t.lock();
+        if st.conn == PeerState::Exhausted {
+            return false;
+        }
+        let before = st.public_state();
+        st.times_ejected = st.times_ejected.saturating_add(1);
+        st.ejected_until = Some(deadline(now, duration));
+        let times = st.times_ejected;
+        self.events
+            .publish(&t.key, now, EventKind::Ejected { duration, times });
+        self.settle(t, &st, before, now);
+        true
+    }
+
+    pub(super) fn restore(&self, t: &Tracker<K>) -> bool {
+        let now = Instant::now();
+        let mut st = t.lock();
+        if st.ejected_until.take().is_none() {
+            return false;
+        }
+        self.events.publish(&t.key, now, EventKind::Restored);
+        self.settle(t, &st, PeerState::Ejected, now);
+        true
+    }
+
+    pub(super) fn record_retry(
+        &self,
+        t: &Tracker<K>,
+        attempt: u32,
+        delay: Duration,
+        reason: &'static str,
+    ) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        st.retries += 1;
+        Totals::add(&self.totals.retries);
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::RetryScheduled {
+                attempt,
+                delay,
+                reason,
+            },
+        );
+    }
+
+    pub(super) fn record_budget_exhausted(&self, t: &Tracker<K>) {
+        Totals::add(&self.totals.budget_exhausted);
+        self.events
+            .publish(&t.key, Instant::now(), EventKind::BudgetExhausted);
+    }
+
+    pub(super) fn poll_probe_done(&self, t: &Tracker<K>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = t.lock();
+        if !st.probe_in_flight {
+            return Poll::Ready(());
+        }
+        let waker = cx.waker();
+        if !st.waiters.iter().any(|w| w.will_wake(waker)) {
+            st.waiters.push(waker.clone());
+        }
+        Poll::Pending
+    }
+
+    pub(super) fn snapshot(&self, t: &Tracker<K>) -> PeerSnapshot<K> {
+        let st = t.lock();
+        PeerSnapshot {
+            key: t.key.clone(),
+            origin: t.origin(),
+            state: st.public_state(),
+            attempts: st.attempts,
+            successes: st.successes,
+            failures: st.failures,
+            consecutive_failures: st.consecutive_failures,
+            retries: st.retries,
+            open_connections: st.open_connections,
+            last_attempt: st.last_attempt,
+            last_success: st.last_success,
+            last_failure: st.last_failure,
+            last_error: st.last_error.get().map(str::to_owned),
+            backoff_step: st.schedule.retries(),
+            next_attempt_at: st.next_attempt_at,
+            attempt_in_flight: st.probe_in_flight,
+            times_ejected: st.times_ejected,
+            ejected_until: st.ejected_until,
+        }
+    }
+}

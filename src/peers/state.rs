@@ -1,0 +1,92 @@
+//! The per-peer state machine.
+
+use std::fmt;
+
+/// Where a peer stands, as every layer sees it.
+///
+/// ```text
+///            ┌──────────── reset ─────────────┐
+///            ▼                                │
+///   Idle ──► Connecting ──► Connected ──► Idle / Backoff / Exhausted (connection lost)
+///    ▲          │  │  ▲                                   │
+///    │ cancel   │  │  └── attempt succeeded ──────────────┘
+///    └──────────┘  ├──► Backoff ──► Connecting (delay over)
+///                  └──► Exhausted ──► Idle (reset)
+///
+///   any state but Exhausted ──► Ejected ──► the state underneath (restored)
+/// ```
+///
+/// [`PeerState::can_become`] is the whole table; the tracker refuses anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerState {
+    /// Not connected and free to connect: never tried, or closed cleanly after proving healthy.
+    Idle,
+    /// A connect attempt is under way.
+    Connecting,
+    /// At least one connection is up.
+    Connected,
+    /// Waiting for the backoff delay to pass before the next attempt.
+    Backoff,
+    /// Health checks took the peer out of use for a while.
+    Ejected,
+    /// The backoff policy's attempt or time limit is used up; no attempt until a reset.
+    Exhausted,
+}
+
+impl PeerState {
+    /// Every state, in declaration order.
+    pub const ALL: [PeerState; 6] = [
+        PeerState::Idle,
+        PeerState::Connecting,
+        PeerState::Connected,
+        PeerState::Backoff,
+        PeerState::Ejected,
+        PeerState::Exhausted,
+    ];
+
+    /// Whether a peer may move from `self` to `to` in one step. Staying put is not a step.
+    pub fn can_become(self, to: PeerState) -> bool {
+        use PeerState::*;
+        matches!(
+            (self, to),
+            (Idle, Connecting | Ejected)
+                | (Connecting, Connected | Backoff | Exhausted | Idle | Ejected)
+                | (Connected, Idle | Backoff | Exhausted | Ejected)
+                | (Backoff, Connecting | Idle | Ejected)
+                | (Ejected, Idle | Connecting | Connected | Backoff | Exhausted)
+                | (Exhausted, Idle)
+        )
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short lowercase name, e.g. `"backoff"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeerState::Idle => "idle",
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::Backoff => "backoff",
+            PeerState::Ejected => "ejected",
+            PeerState::Exhausted => "exhausted",
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a peer was configured or found, which decides what happens when it goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Configured by the user: kept and reconnected to for as long as the process runs.
+    Static,
+    /// Learnt at run time (from a request, from discovery): may be evicted when idle and the
+    /// table is full, or forgotten when discovery no longer lists it.
+    Discovered,
+}

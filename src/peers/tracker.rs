@@ -1,0 +1,201 @@
+//! What redial knows about one peer.
+
+use std::fmt::{self, Display, Write as _};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use tokio::time::Instant;
+
+use super::state::{Origin, PeerState};
+use crate::backoff::Schedule;
+
+/// One peer's record. Shared by every handle to the peer; the map in the registry holds one
+/// more reference, which is how eviction tells an unused peer from one a layer still holds.
+#[derive(Debug)]
+pub(crate) struct Tracker<K> {
+    pub(crate) key: K,
+    /// Read by eviction under the registry lock, where taking this tracker's lock could deadlock.
+    is_static: AtomicBool,
+    state: Mutex<TrackerState>,
+}
+
+/// The mutable part of a tracker, behind one per-peer lock.
+#[derive(Debug)]
+pub(crate) struct TrackerState {
+    /// The connection state; never `Ejected` (ejection is kept apart, on top of it).
+    pub(crate) conn: PeerState,
+    pub(crate) ejected_until: Option<Instant>,
+    pub(crate) times_ejected: u32,
+    /// Set when the peer was forgotten while handles to it lived on: their updates must no
+    /// longer touch the registry's index.
+    pub(crate) detached: bool,
+
+    pub(crate) attempts: u64,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) consecutive_failures: u32,
+    pub(crate) retries: u64,
+    pub(crate) open_connections: u32,
+    pub(crate) last_attempt: Option<Instant>,
+    pub(crate) last_success: Option<Instant>,
+    pub(crate) last_failure: Option<Instant>,
+    pub(crate) last_error: LastError,
+
+    /// The process-wide schedule for this peer (one process, one probe).
+    pub(crate) schedule: Schedule,
+    pub(crate) next_attempt_at: Option<Instant>,
+    /// A probe (an attempt made while no connection is up) is under way.
+    pub(crate) probe_in_flight: bool,
+    /// First attempt since the peer was last proven healthy, for `Connected { total }`.
+    pub(crate) run_started: Option<Instant>,
+    /// Whether the peer proved itself (a success, or a connection that stayed up) since its
+    /// last connection came up; a connection that closes unproven is flapping.
+    pub(crate) proven: bool,
+    /// Tasks waiting for the probe in flight to finish.
+    pub(crate) waiters: Vec<Waker>,
+}
+
+impl TrackerState {
+    /// The state every layer sees: ejection overrides the connection state.
+    pub(crate) fn public_state(&self) -> PeerState {
+        if self.ejected_until.is_some() {
+            PeerState::Ejected
+        } else {
+            self.conn
+        }
+    }
+
+    pub(crate) fn wake_waiters(&mut self) {
+        // `drain` keeps the vector's capacity, so steady-state waits do not allocate.
+        for waker in self.waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The backoff schedule is reset only on proof that the peer works (DESIGN §3.3).
+    pub(crate) fn prove(&mut self) {
+        self.schedule.reset();
+        self.next_attempt_at = None;
+        self.run_started = None;
+        self.proven = true;
+        if matches!(self.conn, PeerState::Backoff | PeerState::Exhausted) {
+            self.conn = PeerState::Idle;
+        }
+    }
+}
+
+impl<K> Tracker<K> {
+    pub(crate) fn new(key: K, origin: Origin, schedule: Schedule, error_limit: usize) -> Self {
+        Self {
+            key,
+            is_static: AtomicBool::new(origin == Origin::Static),
+            state: Mutex::new(TrackerState {
+                conn: PeerState::Idle,
+                ejected_until: None,
+                times_ejected: 0,
+                detached: false,
+                attempts: 0,
+                successes: 0,
+                failures: 0,
+                consecutive_failures: 0,
+                retries: 0,
+                open_connections: 0,
+                last_attempt: None,
+                last_success: None,
+                last_failure: None,
+                last_error: LastError::new(error_limit),
+                schedule,
+                next_attempt_at: None,
+                probe_in_flight: false,
+                run_started: None,
+                proven: true,
+                waiters: Vec::new(),
+            }),
+        }
+    }
+
+    /// Locks this peer's state. A panic while the lock was held leaves counters, not
+    /// invariants of memory safety, half-updated; carrying on beats poisoning every layer.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn origin(&self) -> Origin {
+        if self.is_static.load(Ordering::Relaxed) {
+            Origin::Static
+        } else {
+            Origin::Discovered
+        }
+    }
+
+    pub(crate) fn make_static(&self) {
+        self.is_static.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The last error seen, as text of bounded length.
+///
+/// The buffer is reserved on the first failure and reused after, so recording a failure does
+/// not allocate in steady state; text past the limit is cut at a character boundary.
+#[derive(Debug)]
+pub(crate) struct LastError {
+    text: String,
+    limit: usize,
+}
+
+impl LastError {
+    fn new(limit: usize) -> Self {
+        Self {
+            text: String::new(),
+            limit,
+        }
+    }
+
+    pub(crate) fn set(&mut self, error: &dyn Display) {
+        if self.text.capacity() < self.limit {
+            self.text.reserve_exact(self.limit - self.text.len());
+        }
+        self.text.clear();
+        // `Bounded` stops the formatter with an error once full; what fitted is kept.
+        let _ = write!(Bounded(&mut self.text, self.limit), "{error}");
+    }
+
+    pub(crate) fn get(&self) -> Option<&str> {
+        (!self.text.is_empty()).then_some(self.text.as_str())
+    }
+}
+
+struct Bounded<'a>(&'a mut String, usize);
+
+impl fmt::Write for Bounded<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.1 - self.0.len();
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(fmt::Error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_is_cut_at_a_char_boundary_and_reuses_its_buffer() {
+        let mut last = LastError::new(5);
+        last.set(&"héllo world");
+        assert_eq!(last.get(), Some("héll"));
+        let capacity = last.text.capacity();
+        last.set(&"ab");
+        assert_eq!(last.get(), Some("ab"));
+        assert_eq!(last.text.capacity(), capacity);
+    }
+}

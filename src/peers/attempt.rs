@@ -100,7 +100,12 @@ impl<K: PeerKey> Attempt<K> {
             .attempt_succeeded(&self.handle.tracker, self.number, self.probe);
     }
 
-    /// The attempt failed with `error`. Counts a failure and advances the peer's schedule.
+    /// The attempt failed with `error`. Counts a failure and marks the peer suspect, so that
+    /// attempts go one at a time until a probe succeeds.
+    ///
+    /// A probe's failure steps the peer's schedule and returns its delay. Any other attempt
+    /// (one granted while connections were up) does not step it: the returned delay is what is
+    /// left of the current backoff, often zero, and the next attempt will be a probe.
     pub fn failed(mut self, error: &dyn Display) -> NextAttempt {
         self.finished = true;
         self.handle

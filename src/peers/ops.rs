@@ -73,7 +73,7 @@ impl<K: PeerKey> Shared<K> {
         st.last_success = Some(now);
         Totals::add(&self.totals.successes);
         // Only a peer that had failed has anything to reset; the common case stops here.
-        if st.schedule.retries() > 0 || st.next_attempt_at.is_some() || !st.proven {
+        if st.schedule.retries() > 0 || st.next_attempt_at.is_some() || !st.proven || st.suspect {
             let before = st.public_state();
             st.prove();
             self.settle(t, &st, before, now);
@@ -105,12 +105,12 @@ impl<K: PeerKey> Shared<K> {
     pub(super) fn begin_attempt(&self, t: &Tracker<K>) -> Result<(u32, bool), AttemptDenied> {
         let now = Instant::now();
         let mut st = t.lock();
-        if st.conn == PeerState::Exhausted {
+        if st.exhausted {
             return Err(AttemptDenied::Exhausted);
         }
-        // With a connection up the peer is known to work: more connections need not queue
-        // behind a single probe.
-        let probe = st.open_connections == 0;
+        // A connection known to work lets more connections through at once; otherwise the
+        // peer may be down and one attempt (the probe) speaks for the whole process.
+        let probe = st.open_connections == 0 || st.suspect;
         if probe && st.probe_in_flight {
             return Err(AttemptDenied::InFlight);
         }
@@ -125,7 +125,7 @@ impl<K: PeerKey> Shared<K> {
         Totals::add(&self.totals.attempts);
         if probe {
             st.probe_in_flight = true;
-            st.conn = PeerState::Connecting;
+            st.next_attempt_at = None;
         }
         self.events.publish(
             &t.key,
@@ -144,10 +144,13 @@ impl<K: PeerKey> Shared<K> {
         let mut st = t.lock();
         let before = st.public_state();
         st.open_connections = st.open_connections.saturating_add(1);
-        st.conn = PeerState::Connected;
-        st.next_attempt_at = None;
         // A new connection proves nothing until it answers or stays up (DESIGN §3.3).
         st.proven = false;
+        if probe {
+            st.probe_in_flight = false;
+            st.suspect = false;
+            st.next_attempt_at = None;
+        }
         let total = st.run_started.map_or(Duration::ZERO, |s| now - s);
         self.events.publish(
             &t.key,
@@ -159,7 +162,6 @@ impl<K: PeerKey> Shared<K> {
         );
         self.settle(t, &st, before, now);
         if probe {
-            st.probe_in_flight = false;
             st.wake_waiters();
         }
     }
@@ -175,19 +177,20 @@ impl<K: PeerKey> Shared<K> {
         let mut st = t.lock();
         let before = st.public_state();
         self.count_failure(&mut st, error, now);
-        let connecting = st.conn == PeerState::Connecting;
-        let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, number);
-        if connecting {
-            st.conn = match next {
-                NextAttempt::After(_) => PeerState::Backoff,
-                NextAttempt::Exhausted => PeerState::Exhausted,
+        st.suspect = true;
+        if !probe {
+            // Only the probe steps the schedule: one step per outage round, however many
+            // connections were being opened when the peer went down. Later attempts are probes.
+            return match st.next_attempt_at {
+                _ if st.exhausted => NextAttempt::Exhausted,
+                Some(at) => NextAttempt::After(at.saturating_duration_since(now)),
+                None => NextAttempt::After(Duration::ZERO),
             };
         }
+        st.probe_in_flight = false;
+        let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, number);
         self.settle(t, &st, before, now);
-        if probe {
-            st.probe_in_flight = false;
-            st.wake_waiters();
-        }
+        st.wake_waiters();
         next
     }
 
@@ -209,6 +212,7 @@ impl<K: PeerKey> Shared<K> {
             }
             None => {
                 st.next_attempt_at = None;
+                st.exhausted = true;
                 let error = st.last_error.get().map(Arc::from);
                 self.events
                     .publish(&t.key, now, EventKind::Exhausted { attempts, error });
@@ -225,9 +229,6 @@ impl<K: PeerKey> Shared<K> {
         let mut st = t.lock();
         let before = st.public_state();
         st.probe_in_flight = false;
-        if st.conn == PeerState::Connecting {
-            st.conn = PeerState::Idle;
-        }
         self.settle(t, &st, before, now);
         st.wake_waiters();
     }
@@ -242,21 +243,16 @@ impl<K: PeerKey> Shared<K> {
         st.open_connections -= 1;
         if let Some(error) = error {
             self.count_failure(&mut st, error, now);
+            st.suspect = true;
         }
         let error = error.and_then(|_| st.last_error.get().map(Arc::from));
         self.events
             .publish(&t.key, now, EventKind::Disconnected { error });
-        if st.open_connections == 0 && st.conn == PeerState::Connected {
-            st.conn = if st.proven {
-                PeerState::Idle
-            } else {
-                // Up and down again without proof: flapping, so the schedule keeps growing.
-                let attempts = st.schedule.next_attempt();
-                match self.schedule_next(t, &mut st, now, WaitReason::Flapping, attempts) {
-                    NextAttempt::After(_) => PeerState::Backoff,
-                    NextAttempt::Exhausted => PeerState::Exhausted,
-                }
-            };
+        let last = st.open_connections == 0;
+        if last && !st.proven && st.next_attempt_at.is_none() && !st.exhausted {
+            // Up and down again without proof: flapping, so the schedule keeps growing.
+            let attempts = st.schedule.next_attempt();
+            self.schedule_next(t, &mut st, now, WaitReason::Flapping, attempts);
         }
         self.settle(t, &st, before, now);
     }
@@ -265,22 +261,17 @@ impl<K: PeerKey> Shared<K> {
         let now = Instant::now();
         let mut st = t.lock();
         let before = st.public_state();
-        st.schedule.reset();
-        st.next_attempt_at = None;
-        st.run_started = None;
-        if matches!(st.conn, PeerState::Backoff | PeerState::Exhausted) {
-            st.conn = PeerState::Idle;
-        }
+        st.restart_schedule();
         self.settle(t, &st, before, now);
     }
 
     pub(super) fn eject(&self, t: &Tracker<K>, duration: Duration) -> bool {
         let now = Instant::now();
         let mut st = t.lock();
-        if st.conn == PeerState::Exhausted {
+        let before = st.public_state();
+        if before == PeerState::Exhausted {
             return false;
         }
-        let before = st.public_state();
         st.times_ejected = st.times_ejected.saturating_add(1);
         st.ejected_until = Some(deadline(now, duration));
         let times = st.times_ejected;

@@ -14,6 +14,9 @@ use std::fmt;
 ///                  └──► Exhausted ──► Idle (reset)
 ///
 ///   any state but Exhausted ──► Ejected ──► the state underneath (restored)
+///
+///   a broken connection or a failed attempt makes the peer *suspect*: until a probe succeeds,
+///   new attempts are probes, one at a time, even while other connections are still up
 /// ```
 ///
 /// [`PeerState::can_become`] is the whole table; the tracker refuses anything else.
@@ -45,16 +48,22 @@ impl PeerState {
     ];
 
     /// Whether a peer may move from `self` to `to` in one step. Staying put is not a step.
+    ///
+    /// Besides the diagram's arrows, a connection opened while others were up may complete
+    /// after they closed, taking an idle, backing-off or exhausted peer straight to `Connected`,
+    /// and the last connection may close while a probe is under way (`Connected` to
+    /// `Connecting`). What never happens: backoff or exhaustion without a failed attempt or a
+    /// lost connection, and a probe of an exhausted peer.
     pub fn can_become(self, to: PeerState) -> bool {
         use PeerState::*;
         matches!(
             (self, to),
-            (Idle, Connecting | Ejected)
+            (Idle, Connecting | Connected | Ejected)
                 | (Connecting, Connected | Backoff | Exhausted | Idle | Ejected)
-                | (Connected, Idle | Backoff | Exhausted | Ejected)
-                | (Backoff, Connecting | Idle | Ejected)
+                | (Connected, Idle | Connecting | Backoff | Exhausted | Ejected)
+                | (Backoff, Connecting | Connected | Idle | Ejected)
                 | (Ejected, Idle | Connecting | Connected | Backoff | Exhausted)
-                | (Exhausted, Idle)
+                | (Exhausted, Idle | Connected)
         )
     }
 

@@ -23,8 +23,12 @@ pub(crate) struct Tracker<K> {
 /// The mutable part of a tracker, behind one per-peer lock.
 #[derive(Debug)]
 pub(crate) struct TrackerState {
-    /// The connection state; never `Ejected` (ejection is kept apart, on top of it).
-    pub(crate) conn: PeerState,
+    /// The schedule's attempt or time limit was reached; cleared only by proof or a reset.
+    pub(crate) exhausted: bool,
+    /// A connection broke or a connect attempt failed since the last successful probe: the peer
+    /// may be down, so new attempts go through the single-flight gate even while some
+    /// connections are still up.
+    pub(crate) suspect: bool,
     pub(crate) ejected_until: Option<Instant>,
     pub(crate) times_ejected: u32,
     /// Set when the peer was forgotten while handles to it lived on: their updates must no
@@ -57,13 +61,31 @@ pub(crate) struct TrackerState {
 }
 
 impl TrackerState {
-    /// The state every layer sees: ejection overrides the connection state.
+    /// The state every layer sees. It is derived from the facts, never stored, so it cannot
+    /// disagree with them: ejection overrides everything, an open connection beats a spent
+    /// schedule, and a backoff lasts until the next probe starts.
     pub(crate) fn public_state(&self) -> PeerState {
         if self.ejected_until.is_some() {
             PeerState::Ejected
+        } else if self.open_connections > 0 {
+            PeerState::Connected
+        } else if self.exhausted {
+            PeerState::Exhausted
+        } else if self.probe_in_flight {
+            PeerState::Connecting
+        } else if self.next_attempt_at.is_some() {
+            PeerState::Backoff
         } else {
-            self.conn
+            PeerState::Idle
         }
+    }
+
+    /// Starts the schedule over: the next attempt is allowed at once.
+    pub(crate) fn restart_schedule(&mut self) {
+        self.schedule.reset();
+        self.next_attempt_at = None;
+        self.run_started = None;
+        self.exhausted = false;
     }
 
     pub(crate) fn wake_waiters(&mut self) {
@@ -75,13 +97,9 @@ impl TrackerState {
 
     /// The backoff schedule is reset only on proof that the peer works (DESIGN §3.3).
     pub(crate) fn prove(&mut self) {
-        self.schedule.reset();
-        self.next_attempt_at = None;
-        self.run_started = None;
+        self.restart_schedule();
         self.proven = true;
-        if matches!(self.conn, PeerState::Backoff | PeerState::Exhausted) {
-            self.conn = PeerState::Idle;
-        }
+        self.suspect = false;
     }
 }
 
@@ -91,7 +109,8 @@ impl<K> Tracker<K> {
             key,
             is_static: AtomicBool::new(origin == Origin::Static),
             state: Mutex::new(TrackerState {
-                conn: PeerState::Idle,
+                exhausted: false,
+                suspect: false,
                 ejected_until: None,
                 times_ejected: 0,
                 detached: false,

@@ -60,3 +60,8 @@ pub mod peers;
 mod rng;
 
 pub use error::{CapacityError, ConfigError, ConfigErrorKind};
+
+/// The README's quick start, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

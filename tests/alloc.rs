@@ -1,0 +1,97 @@
+//! The hot path allocates nothing: recording outcomes on a peer, by handle or by key, once the
+//! peer is warm (its last-error buffer is reserved on the first failure, by design).
+//!
+//! Counts allocations with a counting global allocator, on this test's thread only, so the test
+//! harness's own threads cannot disturb the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use redial::peers::{PeerState, Peers};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: delegates every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // `try_with`: thread-local storage may already be gone while a thread shuts down.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn recording_outcomes_does_not_allocate() {
+    let peers: Peers<u64> = Peers::builder().seed(1).build().expect("valid config");
+    let handles: Vec<_> = (0..64).map(|k| peers.peer(k).expect("room")).collect();
+    let error = "connection reset by peer";
+    // Warm up: the first failure reserves each peer's bounded error buffer.
+    for h in &handles {
+        h.record_failure(&error);
+        h.record_success();
+    }
+
+    let n = allocations_during(|| {
+        for _ in 0..100 {
+            for h in &handles {
+                h.record_success();
+                h.record_failure(&error);
+            }
+        }
+    });
+    assert_eq!(n, 0, "record_success / record_failure by handle allocated");
+
+    let n = allocations_during(|| {
+        for _ in 0..100 {
+            for k in 0..64u64 {
+                assert!(peers.record_success(&k));
+                assert!(peers.record_failure(&k, &error));
+            }
+        }
+    });
+    assert_eq!(n, 0, "record_success / record_failure by key allocated");
+}
+
+#[test]
+fn a_connected_peer_serving_requests_does_not_allocate_even_with_a_subscriber() {
+    let peers: Peers<u64> = Peers::builder().seed(2).build().expect("valid config");
+    let mut events = peers.subscribe();
+    let peer = peers.peer(7).expect("room");
+    peer.try_begin_attempt().expect("first attempt").succeeded();
+    peer.record_success(); // the proof: resets the schedule once
+    assert_eq!(peer.state(), PeerState::Connected);
+    while events.try_recv().expect("not lagging").is_some() {}
+
+    let n = allocations_during(|| {
+        for _ in 0..1_000 {
+            peer.record_success();
+        }
+    });
+    assert_eq!(n, 0, "the connected happy path allocated");
+    assert_eq!(events.try_recv(), Ok(None), "no event is published per success");
+}

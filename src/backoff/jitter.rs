@@ -55,19 +55,30 @@ impl Jitter {
         rng: &mut SmallRng,
     ) -> Duration {
         let base_s = base.as_secs_f64();
-        let secs = match self {
+        // `ceiling` is the kind's documented bound: the float arithmetic below can round a few
+        // nanoseconds past it (a `Duration` has more precision than an `f64` of seconds), so the
+        // result is clamped to it.
+        let (secs, ceiling) = match self {
             Jitter::None => return base,
-            Jitter::Full => base_s * unit(rng),
-            Jitter::Equal => base_s / 2.0 + base_s / 2.0 * unit(rng),
+            Jitter::Full => (base_s * unit(rng), base),
+            Jitter::Equal => (base_s / 2.0 + base_s / 2.0 * unit(rng), base),
             Jitter::Decorrelated => {
                 let low = initial.as_secs_f64();
                 let high = (previous.as_secs_f64() * 3.0).max(low);
-                (low + (high - low) * unit(rng)).min(max.as_secs_f64())
+                ((low + (high - low) * unit(rng)).min(max.as_secs_f64()), max)
             }
-            Jitter::Proportional(ratio) => base_s * (1.0 - ratio + 2.0 * ratio * unit(rng)),
+            Jitter::Proportional(ratio) => (
+                base_s * (1.0 - ratio + 2.0 * ratio * unit(rng)),
+                proportional_bound(max, ratio),
+            ),
         };
-        secs_saturating(secs, max)
+        secs_saturating(secs, ceiling).min(ceiling)
     }
+}
+
+/// `max × (1 + ratio)`, the bound of [`Jitter::Proportional`], saturating at `Duration::MAX`.
+pub(crate) fn proportional_bound(max: Duration, ratio: f64) -> Duration {
+    secs_saturating(max.as_secs_f64() * (1.0 + ratio), Duration::MAX)
 }
 
 /// Converts seconds to a `Duration`, mapping anything unrepresentable (NaN, negative, too large)

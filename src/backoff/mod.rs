@@ -200,9 +200,7 @@ impl Backoff {
     /// The largest delay this policy can hand out, jitter included.
     pub fn upper_bound(&self) -> Duration {
         match self.jitter {
-            Jitter::Proportional(ratio) => {
-                jitter::secs_saturating(self.max.as_secs_f64() * (1.0 + ratio), self.max)
-            }
+            Jitter::Proportional(ratio) => jitter::proportional_bound(self.max, ratio),
             _ => self.max,
         }
     }

@@ -249,8 +249,16 @@ impl<K: PeerKey> Shared<K> {
         self.events
             .publish(&t.key, now, EventKind::Disconnected { error });
         let last = st.open_connections == 0;
-        if last && !st.proven && st.next_attempt_at.is_none() && !st.exhausted {
-            // Up and down again without proof: flapping, so the schedule keeps growing.
+        if last
+            && !st.proven
+            && st.next_attempt_at.is_none()
+            && !st.exhausted
+            && !st.probe_in_flight
+        {
+            // Up and down again without proof: flapping, so the schedule keeps growing. With a
+            // probe under way the probe steps the schedule (one step per outage round); stepping
+            // here too could exhaust the peer under a live probe, which a reset would then turn
+            // into Exhausted -> Connecting.
             let attempts = st.schedule.next_attempt();
             self.schedule_next(t, &mut st, now, WaitReason::Flapping, attempts);
         }

@@ -118,8 +118,12 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more, unless the peer was forgotten: a forgotten peer's handles keep working
+    /// but no longer count in the table's totals.
+    fn add_unless_detached(st: &tracker::TrackerState, counter: &AtomicU64) {
+        if !st.detached {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl<K: PeerKey> Shared<K> {
         st.successes += 1;
         st.consecutive_failures = 0;
         st.last_success = Some(now);
-        Totals::add(&self.totals.successes);
+        Totals::add_unless_detached(&st, &self.totals.successes);
         // Only a peer that had failed has anything to reset; the common case stops here.
         if st.schedule.retries() > 0 || st.next_attempt_at.is_some() || !st.proven || st.suspect {
             let before = st.public_state();
@@ -99,7 +99,7 @@ impl<K: PeerKey> Shared<K> {
         st.consecutive_failures = st.consecutive_failures.saturating_add(1);
         st.last_failure = Some(now);
         st.last_error.set(error);
-        Totals::add(&self.totals.failures);
+        Totals::add_unless_detached(st, &self.totals.failures);
     }
 
     pub(super) fn begin_attempt(&self, t: &Tracker<K>) -> Result<(u32, bool), AttemptDenied> {
@@ -122,7 +122,7 @@ impl<K: PeerKey> Shared<K> {
         st.attempts += 1;
         st.last_attempt = Some(now);
         st.run_started.get_or_insert(now);
-        Totals::add(&self.totals.attempts);
+        Totals::add_unless_detached(&st, &self.totals.attempts);
         if probe {
             st.probe_in_flight = true;
             st.next_attempt_at = None;
@@ -310,7 +310,7 @@ impl<K: PeerKey> Shared<K> {
         let now = Instant::now();
         let mut st = t.lock();
         st.retries += 1;
-        Totals::add(&self.totals.retries);
+        Totals::add_unless_detached(&st, &self.totals.retries);
         self.events.publish(
             &t.key,
             now,
@@ -323,7 +323,7 @@ impl<K: PeerKey> Shared<K> {
     }
 
     pub(super) fn record_budget_exhausted(&self, t: &Tracker<K>) {
-        Totals::add(&self.totals.budget_exhausted);
+        Totals::add_unless_detached(&t.lock(), &self.totals.budget_exhausted);
         self.events
             .publish(&t.key, Instant::now(), EventKind::BudgetExhausted);
     }

@@ -93,5 +93,9 @@ fn a_connected_peer_serving_requests_does_not_allocate_even_with_a_subscriber() 
         }
     });
     assert_eq!(n, 0, "the connected happy path allocated");
-    assert_eq!(events.try_recv(), Ok(None), "no event is published per success");
+    assert_eq!(
+        events.try_recv(),
+        Ok(None),
+        "no event is published per success"
+    );
 }

@@ -1,14 +1,16 @@
 //! Seeding for the random number generators behind jitter.
 //!
-//! Every source of chance in redial is a [`SmallRng`] seeded from a `u64`, so a test or a
-//! simulation that fixes the seed replays the same delays. Without a seed we take one from std's
-//! per-process hasher keys: random enough for jitter, no syscall per schedule, no extra crate.
+//! Every source of chance in redial is a xoshiro256++ generator seeded from a `u64`, so a test
+//! or a simulation that fixes the seed replays the same delays, on any platform (rand's
+//! `SmallRng` would not promise that: its algorithm depends on the target and may change).
+//! Without a seed we take one from std's randomly keyed hasher: random enough for jitter, no
+//! syscall per schedule, no extra crate.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
 use rand::SeedableRng;
-use rand::rngs::SmallRng;
+use rand::rngs::Xoshiro256PlusPlus;
 
 /// A fresh, unpredictable seed.
 pub(crate) fn random_seed() -> u64 {
@@ -24,12 +26,12 @@ pub(crate) fn derive_seed(base: u64, stream: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-pub(crate) fn small_rng(seed: u64) -> SmallRng {
-    SmallRng::seed_from_u64(seed)
+pub(crate) fn generator(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed)
 }
 
 /// A uniform sample in `[0, 1)` with 53 bits of precision.
-pub(crate) fn unit(rng: &mut SmallRng) -> f64 {
+pub(crate) fn unit(rng: &mut Xoshiro256PlusPlus) -> f64 {
     use rand::Rng;
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }

@@ -275,6 +275,7 @@ proptest! {
         let policy = none(policy)
             .to_builder()
             .unlimited_attempts()
+            .unlimited_elapsed()
             .build()
             .unwrap();
         let mut schedule = policy.schedule_seeded(seed);
@@ -594,7 +595,11 @@ async fn max_elapsed_stops_the_schedule() {
     // 300 + 400 ms fits.
     assert_eq!(s.next_delay(), Some(400 * MS));
     tokio::time::advance(400 * MS).await;
-    // 700 + 800 ms does not.
+    // 700 + 800 ms does not fit: the last delay is cut to end at the limit...
+    assert_eq!(s.next_delay(), Some(300 * MS));
+    tokio::time::advance(300 * MS).await;
+    // ...and then the schedule is spent, and stays spent, whatever jitter would draw.
+    assert_eq!(s.next_delay(), None);
     assert_eq!(s.next_delay(), None);
 
     // The limit counts time since the first delay, even with no calls in between.
@@ -612,7 +617,10 @@ async fn max_elapsed_stops_the_schedule() {
     assert_eq!(s.next_delay(), Some(500 * MS));
     tokio::time::advance(500 * MS).await;
     assert_eq!(s.next_delay(), Some(500 * MS));
+    // Called a little late, the delay shrinks so the attempt still lands on the limit.
     tokio::time::advance(MS).await;
+    assert_eq!(s.next_delay(), Some(499 * MS));
+    tokio::time::advance(499 * MS).await;
     assert_eq!(s.next_delay(), None);
 }
 
@@ -804,4 +812,47 @@ fn proportional_upper_bound_saturates_at_duration_max() {
         above_max |= d > policy.max();
     }
     assert!(above_max);
+}
+
+/// With jitter, a time limit used to be judged against each random draw: a large draw ended the
+/// schedule early, and a later small one could revive it. Now the run lasts exactly up to the
+/// limit (the last delay is cut to end on it) and then stays spent.
+#[tokio::test(start_paused = true)]
+async fn max_elapsed_with_jitter_ends_on_the_limit_and_stays_spent() {
+    let limit = Duration::from_secs(3);
+    let policy = Backoff::builder()
+        .initial(100 * MS)
+        .max(Duration::from_secs(2))
+        .jitter(Jitter::Full)
+        .max_elapsed(limit)
+        .build()
+        .unwrap();
+    for seed in 0..20 {
+        let mut s = policy.schedule_seeded(seed);
+        let start = tokio::time::Instant::now();
+        let mut slept = Duration::ZERO;
+        let mut delays = 0;
+        while let Some(d) = s.next_delay() {
+            delays += 1;
+            assert!(delays < 10_000, "seed {seed}: the schedule never ended");
+            if d.is_zero() {
+                // A zero draw does not move time; it still counts as a delay handed out.
+                continue;
+            }
+            slept += d;
+            tokio::time::advance(d).await;
+        }
+        assert_eq!(
+            slept, limit,
+            "seed {seed}: retries must last until the limit"
+        );
+        assert_eq!(start.elapsed(), limit);
+        for _ in 0..50 {
+            assert_eq!(
+                s.next_delay(),
+                None,
+                "seed {seed}: a spent schedule revived"
+            );
+        }
+    }
 }

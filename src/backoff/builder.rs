@@ -59,10 +59,16 @@ impl BackoffBuilder {
         self
     }
 
-    /// Stop handing out delays once this much time has passed since the first one. Must be
-    /// greater than zero.
+    /// Stop handing out delays once this much time has passed since the first one; the last
+    /// delay is cut to end at the limit. Must be greater than zero.
     pub fn max_elapsed(mut self, limit: Duration) -> Self {
         self.draft.max_elapsed = Some(limit);
+        self
+    }
+
+    /// No limit on time spent retrying (the default).
+    pub fn unlimited_elapsed(mut self) -> Self {
+        self.draft.max_elapsed = None;
         self
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
+use rand::rngs::Xoshiro256PlusPlus;
 
 use crate::rng::unit;
 
@@ -52,7 +52,7 @@ impl Jitter {
         previous: Duration,
         initial: Duration,
         max: Duration,
-        rng: &mut SmallRng,
+        rng: &mut Xoshiro256PlusPlus,
     ) -> Duration {
         let base_s = base.as_secs_f64();
         // `ceiling` is the kind's documented bound: the float arithmetic below can round a few

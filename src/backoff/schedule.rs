@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
+use rand::rngs::Xoshiro256PlusPlus;
 use tokio::time::Instant;
 
 use super::Backoff;
@@ -22,7 +22,9 @@ pub struct Schedule {
     retries: u32,
     previous: Duration,
     started: Option<Instant>,
-    rng: SmallRng,
+    /// A limit was reached: no more delays until `reset`, whatever the jitter would draw.
+    done: bool,
+    rng: Xoshiro256PlusPlus,
 }
 
 impl Schedule {
@@ -32,7 +34,8 @@ impl Schedule {
             retries: 0,
             previous: policy.initial,
             started: None,
-            rng: rng::small_rng(seed),
+            done: false,
+            rng: rng::generator(seed),
         }
     }
 
@@ -66,20 +69,29 @@ impl Schedule {
     }
 
     /// The delay before the next attempt, or `None` when the attempt or time limit is reached.
+    ///
+    /// With `max_elapsed`, the last delay is cut so that the final attempt happens at the limit,
+    /// not after it; once the limit is reached the schedule stays spent until
+    /// [`reset`](Schedule::reset).
     pub fn next_delay(&mut self) -> Option<Duration> {
-        if !self.has_attempts_left() {
+        if self.done || !self.has_attempts_left() {
+            self.done = true;
             return None;
         }
         let now = Instant::now();
         let started = *self.started.get_or_insert(now);
+        let left = match self.policy.max_elapsed {
+            Some(limit) => match limit.checked_sub(now.saturating_duration_since(started)) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    self.done = true;
+                    return None;
+                }
+            },
+            None => None,
+        };
         let delay = self.peek_and_advance();
-        if let Some(limit) = self.policy.max_elapsed {
-            let elapsed = now.saturating_duration_since(started);
-            if elapsed.saturating_add(delay) > limit {
-                return None;
-            }
-        }
-        Some(delay)
+        Some(left.map_or(delay, |left| delay.min(left)))
     }
 
     /// The next delay ignoring attempt and time limits (saturating at the policy's bound).
@@ -102,10 +114,12 @@ impl Schedule {
     }
 
     /// Starts the run over: the next delay is the first one again. The generator keeps going,
-    /// so a reset schedule does not replay the jitter it already used.
+    /// so a reset schedule does not replay the jitter it already used. (A *clone* of a schedule
+    /// copies its generator, and so draws the same jitter as the original.)
     pub fn reset(&mut self) {
         self.retries = 0;
         self.previous = self.policy.initial;
         self.started = None;
+        self.done = false;
     }
 }

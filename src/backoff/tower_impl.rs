@@ -3,8 +3,13 @@
 use tower::retry::backoff::{Backoff as TowerBackoff, MakeBackoff};
 
 use super::{Backoff, Schedule};
+use crate::rng;
 
 /// Makes a fresh [`Schedule`] per retried request.
+///
+/// With a fixed [`seed`](Backoff::seed), each schedule made here gets the next seed of a
+/// sequence derived from it: runs repeat exactly, yet concurrent retries do not draw the same
+/// jitter and fire in lockstep.
 ///
 /// ```
 /// use tower::retry::backoff::{Backoff as _, MakeBackoff};
@@ -20,12 +25,17 @@ impl MakeBackoff for Backoff {
     type Backoff = Schedule;
 
     fn make_backoff(&mut self) -> Schedule {
-        self.schedule()
+        let schedule = self.schedule();
+        if let Some(seed) = self.seed {
+            self.seed = Some(rng::derive_seed(seed, 0));
+        }
+        schedule
     }
 }
 
-/// Sleeps for the next delay. tower's trait has no way to say "stop", so the attempt and time
-/// limits are left to the tower retry policy and the delay saturates at the policy's bound.
+/// Sleeps for the next delay. tower's trait has no way to say "stop", so `max_attempts` and
+/// `max_elapsed` are not applied here (even [`Backoff::disabled`] keeps sleeping): stopping is
+/// the tower retry policy's decision. The delay saturates at the policy's bound.
 impl TowerBackoff for Schedule {
     type Future = tokio::time::Sleep;
 

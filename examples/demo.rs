@@ -153,7 +153,8 @@ async fn connection_loop(
                 poll_fn(|cx| peer.poll_attempt_finished(cx)).await;
                 continue;
             }
-            Err(AttemptDenied::Exhausted) => return,
+            // Exhausted (or a reason a later release adds): this loop gives up.
+            Err(_) => return,
         };
         if let Some(counter) = &counter {
             counter.fetch_add(1, Ordering::Relaxed);

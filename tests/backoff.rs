@@ -856,3 +856,30 @@ async fn max_elapsed_with_jitter_ends_on_the_limit_and_stays_spent() {
         }
     }
 }
+
+/// tower makes one schedule per retried request. With a fixed seed they must not all draw the
+/// same jitter (concurrent retries would fire in lockstep), yet a rerun must repeat them.
+#[test]
+fn make_backoff_gives_each_schedule_its_own_repeatable_jitter() {
+    use tower::retry::backoff::MakeBackoff;
+    let draws = || {
+        let mut policy = Backoff::builder()
+            .jitter(Jitter::Full)
+            .seed(42)
+            .build()
+            .unwrap();
+        (0..4)
+            .map(|_| {
+                let mut s = policy.make_backoff();
+                (0..6).map(|_| s.next_delay_unbounded()).collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = draws();
+    assert_eq!(first, draws(), "the same seed repeats the same schedules");
+    for (i, a) in first.iter().enumerate() {
+        for b in &first[i + 1..] {
+            assert_ne!(a, b, "two schedules drew the same jitter");
+        }
+    }
+}

@@ -1239,9 +1239,9 @@ async fn static_held_and_busy_peers_are_never_evicted() {
     drop(peers.add_static("static").unwrap());
     // Discovered, handle still held.
     let held = peers.peer("held").unwrap();
-    // Discovered, handle dropped, but in backoff.
+    // Discovered, handle dropped, but a connect attempt to it is under way.
     let busy = peers.peer("busy").unwrap();
-    fail_once(&busy);
+    let attempt = busy.try_begin_attempt().unwrap();
     drop(busy);
 
     let err = peers.peer("new").unwrap_err();
@@ -1260,6 +1260,29 @@ async fn static_held_and_busy_peers_are_never_evicted() {
     assert_eq!(new.key(), &"new");
     assert!(peers.get("held").is_none());
     assert!(peers.get("static").is_some() && peers.get("busy").is_some());
+    drop(attempt);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_peers_in_backoff_are_evicted_only_after_idle_ones() {
+    let peers = small_table();
+    drop(peers.peer("idle").unwrap());
+    let backoff = peers.peer("backoff").unwrap();
+    fail_once(&backoff);
+    drop(backoff);
+    let _held = peers.peer("held").unwrap();
+
+    // The idle peer goes first, though the one in backoff is just as unused...
+    let _d = peers.peer("d").unwrap();
+    assert!(peers.get("idle").is_none());
+    assert!(peers.get("backoff").is_some());
+    // ...then the one in backoff: nobody holds it, so nobody will come back for its schedule.
+    let _e = peers.peer("e").unwrap();
+    assert!(peers.get("backoff").is_none());
+    assert_eq!(peers.len(), 3);
+    // Everything left is held: the table refuses.
+    assert_eq!(peers.peer("f").unwrap_err().capacity(), 3);
+    assert_eq!(peers.stats().in_state(PeerState::Backoff), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1347,7 +1370,7 @@ async fn lookups_by_key() {
     let _ = h.try_begin_attempt().unwrap().failed(&"x");
     assert_eq!(again.state(), Backoff);
     assert_eq!(peers.len(), 1);
-    assert_eq!(peers.backoff(), &Backoff::default());
+    assert_eq!(peers.backoff(), Backoff::default());
     assert_eq!(peers.capacity(), 10_000);
 }
 
@@ -1376,6 +1399,14 @@ fn builder_rejects_bad_values_naming_the_field() {
     );
     assert_rejects(b().event_capacity(usize::MAX), "event_capacity", TooLarge);
     assert_rejects(b().error_text_limit(0), "error_text_limit", Zero);
+    // A huge limit would be reserved by every failing peer (and `usize::MAX` could not be).
+    assert_rejects(b().error_text_limit(4097), "error_text_limit", TooLarge);
+    assert_rejects(
+        b().error_text_limit(usize::MAX),
+        "error_text_limit",
+        TooLarge,
+    );
+    assert!(b().error_text_limit(4096).build().is_ok());
 
     // The limits themselves are fine.
     assert!(b().capacity(1).min_peers(1).build().is_ok());
@@ -1444,4 +1475,46 @@ async fn the_same_seed_replays_the_same_delays() {
         .build()
         .unwrap();
     assert_eq!(delays_of(&both).await, first);
+}
+
+/// An error whose `Display` panics, as a buggy error type might.
+struct PanickingDisplay;
+
+impl std::fmt::Display for PanickingDisplay {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Display of a buggy error type")
+    }
+}
+
+/// A panic in user code while a probe's failure is recorded must not leave the gate shut: the
+/// peer would stay `Connecting` and every task waiting on the probe would hang forever.
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_recording_a_failed_probe_still_releases_the_gate() {
+    let peers = table(exact());
+    let p = peers.peer("a").unwrap();
+    let probe = p.try_begin_attempt().unwrap();
+    let (woken, waker) = counting_waker();
+    assert!(
+        p.poll_attempt_finished(&mut Context::from_waker(&waker))
+            .is_pending()
+    );
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        probe.failed(&PanickingDisplay)
+    }));
+    assert!(
+        result.is_err(),
+        "the Display panic propagates to the caller"
+    );
+
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the waiter was woken");
+    assert!(!p.snapshot().attempt_in_flight);
+    assert_ne!(p.state(), Connecting);
+    assert!(
+        p.poll_attempt_finished(&mut Context::from_waker(&waker))
+            .is_ready()
+    );
+    // The peer can be probed again, and its index entry matches its state.
+    p.try_begin_attempt().unwrap().succeeded();
+    assert_eq!(peers.peers_in(Connected), vec!["a"]);
 }

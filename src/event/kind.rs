@@ -57,7 +57,7 @@ pub enum EventKind {
     Ejected {
         /// For how long.
         duration: Duration,
-        /// How many times it has been ejected in a row, this time included.
+        /// How many times it has been ejected since it was first tracked, this time included.
         times: u32,
     },
     /// The peer is back in use after an ejection.

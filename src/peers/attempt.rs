@@ -10,9 +10,13 @@ use super::{PeerHandle, PeerKey};
 /// A connect attempt granted by [`PeerHandle::try_begin_attempt`].
 ///
 /// Report how it went with [`succeeded`](Attempt::succeeded) or [`failed`](Attempt::failed).
-/// Dropping it without either (the connect future was cancelled) gives the slot back at once:
-/// the peer returns to idle and tasks waiting on the attempt are woken, so a cancelled probe
-/// never blocks the peer.
+/// Dropping it without either gives the slot back at once: the peer returns to where it was and
+/// tasks waiting on the attempt are woken, so a cancelled probe never blocks the peer.
+///
+/// A drop means "the caller lost interest", not "the peer failed": it neither counts a failure
+/// nor steps the backoff schedule. A connect that timed out is a failure; report it with
+/// [`failed`](Attempt::failed), or an outer timeout that drops the attempt will re-probe a
+/// black-holed peer at every timeout, without backing off.
 #[must_use = "dropping an attempt without reporting its outcome cancels it"]
 #[derive(Debug)]
 pub struct Attempt<K: PeerKey> {
@@ -33,11 +37,13 @@ pub enum NextAttempt {
 
 /// Why [`PeerHandle::try_begin_attempt`] did not grant an attempt now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AttemptDenied {
     /// Another task's probe of this peer is under way; wait for it with
     /// [`PeerHandle::poll_attempt_finished`].
     InFlight,
-    /// The peer is in backoff; the next attempt is allowed at `until`.
+    /// The peer is in backoff; the next attempt is allowed at `until`. Nothing wakes a task
+    /// at that instant: arm a timer (a proof or a reset may open the gate earlier).
     Backoff {
         /// When the next attempt is allowed.
         until: Instant,
@@ -94,10 +100,11 @@ impl<K: PeerKey> Attempt<K> {
     /// [`PeerHandle::mark_proven`]), so a peer that accepts and drops keeps backing off.
     /// Report the connection's end with [`PeerHandle::connection_closed`].
     pub fn succeeded(mut self) {
-        self.finished = true;
         self.handle
             .shared
             .attempt_succeeded(&self.handle.tracker, self.number, self.probe);
+        // Only now: should the bookkeeping above unwind, `Drop` still releases the gate.
+        self.finished = true;
     }
 
     /// The attempt failed with `error`. Counts a failure and marks the peer suspect, so that
@@ -107,10 +114,13 @@ impl<K: PeerKey> Attempt<K> {
     /// (one granted while connections were up) does not step it: the returned delay is what is
     /// left of the current backoff, often zero, and the next attempt will be a probe.
     pub fn failed(mut self, error: &dyn Display) -> NextAttempt {
+        let next =
+            self.handle
+                .shared
+                .attempt_failed(&self.handle.tracker, self.number, self.probe, error);
+        // Only now: should the error's `Display` panic, `Drop` still releases the gate.
         self.finished = true;
-        self.handle
-            .shared
-            .attempt_failed(&self.handle.tracker, self.number, self.probe, error)
+        next
     }
 }
 

@@ -9,6 +9,9 @@ use crate::error::{ConfigError, ConfigErrorKind};
 
 /// The largest event buffer accepted; tokio's broadcast channel rejects absurd sizes.
 const MAX_EVENT_CAPACITY: usize = 1 << 20;
+/// The longest last-error text kept per peer. The buffer is reserved on a peer's first failure,
+/// so this bounds what a table of failing peers can hold.
+const MAX_ERROR_TEXT: usize = 4096;
 
 /// Configures a [`Peers`] table; [`build`](PeersBuilder::build) validates it.
 ///
@@ -108,7 +111,7 @@ impl<K: PeerKey> PeersBuilder<K> {
         self
     }
 
-    /// How many bytes of a peer's last error are kept (default 256).
+    /// How many bytes of a peer's last error are kept (default 256, at most 4096).
     pub fn error_text_limit(mut self, bytes: usize) -> Self {
         self.error_text_limit = bytes;
         self
@@ -146,6 +149,13 @@ impl<K: PeerKey> PeersBuilder<K> {
                 "error_text_limit",
                 ConfigErrorKind::Zero,
                 "must be at least 1 byte",
+            );
+        }
+        if self.error_text_limit > MAX_ERROR_TEXT {
+            return err(
+                "error_text_limit",
+                ConfigErrorKind::TooLarge,
+                "must be at most 4096 bytes (each failing peer reserves that much)",
             );
         }
         Ok(Peers::from_builder(self))

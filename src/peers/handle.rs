@@ -111,9 +111,11 @@ impl<K: PeerKey> PeerHandle<K> {
         self.shared.reset(&self.tracker);
     }
 
-    /// Takes the peer out of use for `duration` (health's decision). Returns `false`, changing
-    /// nothing, for an exhausted peer. Connect attempts are not blocked by an ejection, so a
-    /// probe request can still reach the peer.
+    /// Takes the peer out of use (health's decision) for `duration`, which is reported in the
+    /// [`Ejected`](crate::event::EventKind::Ejected) event and the snapshot's `ejected_until`.
+    /// The peer stays ejected until [`restore`](PeerHandle::restore): deciding when is the health
+    /// layer's job. Returns `false`, changing nothing, for an exhausted peer. Connect attempts
+    /// are not blocked by an ejection, so a probe request can still reach the peer.
     pub fn eject(&self, duration: Duration) -> bool {
         self.shared.eject(&self.tracker, duration)
     }

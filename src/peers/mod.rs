@@ -39,6 +39,12 @@
 //! uncontended lock, that of the peer, and do not allocate. Totals, the list of peers in a state
 //! and the [`HealthReport`] are kept current as states change, so reading them never scans the
 //! table.
+//!
+//! Events are published, and the `Display` of recorded errors runs, while the peer's record is
+//! locked, so that each peer's events come out in the order things happened to it. A tracing
+//! subscriber or an error type must therefore not call back into the same peer's handle (it
+//! would deadlock); event subscribers are not affected, they receive events on their own tasks.
+//! Wakers are always woken after the lock is released.
 
 mod attempt;
 mod builder;
@@ -216,8 +222,13 @@ impl<K: PeerKey> Peers<K> {
         Some(PeerHandle::new(Arc::clone(&self.shared), tracker))
     }
 
-    /// Stops tracking a peer (one that discovery no longer lists). Handles to it keep working
-    /// but no longer count in totals or reports. Returns whether the peer was tracked.
+    /// Stops tracking a peer (one that discovery no longer lists). Returns whether it was
+    /// tracked.
+    ///
+    /// Handles to it keep working but are detached: they no longer count in totals or reports,
+    /// and a later [`peer`](Peers::peer) with the same key starts a new record with its own
+    /// gate and schedule. Drop the old handles (close their connections) when you forget a peer,
+    /// or the two records may probe it at the same time.
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -339,8 +350,8 @@ impl<K: PeerKey> Peers<K> {
     }
 
     /// The backoff policy of every peer's schedule.
-    pub fn backoff(&self) -> &Backoff {
-        &self.shared.backoff
+    pub fn backoff(&self) -> Backoff {
+        self.shared.backoff
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,6 +15,13 @@ use super::state::PeerState;
 use super::tracker::{Tracker, TrackerState};
 use super::{PeerKey, Shared, Totals};
 use crate::event::{EventKind, WaitReason};
+
+/// Wakes tasks taken from a tracker, after its lock was released.
+fn wake(waiters: Vec<Waker>) {
+    for waker in waiters {
+        waker.wake();
+    }
+}
 
 /// `now + delay`, saturating at a far future instead of overflowing `Instant`.
 fn deadline(now: Instant, delay: Duration) -> Instant {
@@ -43,17 +50,18 @@ impl<K: PeerKey> Shared<K> {
         if after == before {
             return;
         }
+        // Keep the index true to the tracker first, whatever follows.
+        if !st.detached {
+            let mut registry = self.registry_write();
+            registry.move_state(&t.key, before, after);
+            self.publish_health(&registry, now);
+        }
         if !before.can_become(after) {
             tracing::error!(peer = ?t.key, from = ?before, to = ?after, "redial bug: invalid peer state transition");
             debug_assert!(
                 false,
                 "invalid peer state transition {before:?} -> {after:?}"
             );
-        }
-        if !st.detached {
-            let mut registry = self.registry_write();
-            registry.move_state(&t.key, before, after);
-            self.publish_health(&registry, now);
         }
         self.events.publish(
             &t.key,
@@ -162,7 +170,9 @@ impl<K: PeerKey> Shared<K> {
         );
         self.settle(t, &st, before, now);
         if probe {
-            st.wake_waiters();
+            let waiters = st.take_waiters();
+            drop(st);
+            wake(waiters);
         }
     }
 
@@ -176,6 +186,11 @@ impl<K: PeerKey> Shared<K> {
         let now = Instant::now();
         let mut st = t.lock();
         let before = st.public_state();
+        if probe {
+            // First, before any user code (the error's `Display`, a tracing subscriber) runs: if
+            // that code panics, the gate is open and the attempt's drop wakes the waiters.
+            st.probe_in_flight = false;
+        }
         self.count_failure(&mut st, error, now);
         st.suspect = true;
         if !probe {
@@ -187,10 +202,11 @@ impl<K: PeerKey> Shared<K> {
                 None => NextAttempt::After(Duration::ZERO),
             };
         }
-        st.probe_in_flight = false;
         let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, number);
         self.settle(t, &st, before, now);
-        st.wake_waiters();
+        let waiters = st.take_waiters();
+        drop(st);
+        wake(waiters);
         next
     }
 
@@ -230,7 +246,9 @@ impl<K: PeerKey> Shared<K> {
         let before = st.public_state();
         st.probe_in_flight = false;
         self.settle(t, &st, before, now);
-        st.wake_waiters();
+        let waiters = st.take_waiters();
+        drop(st);
+        wake(waiters);
     }
 
     pub(super) fn connection_closed(&self, t: &Tracker<K>, error: Option<&dyn Display>) {

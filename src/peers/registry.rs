@@ -46,7 +46,7 @@ impl<K: Hash + Eq + Clone> Registry<K> {
         self.capacity
     }
 
-    /// Adds a new, idle peer, evicting an unused idle discovered peer if the table is full.
+    /// Adds a new, idle peer, evicting an unused discovered peer if the table is full.
     pub(crate) fn insert(&mut self, tracker: Arc<Tracker<K>>) -> Result<(), CapacityError> {
         if self.map.len() >= self.capacity && !self.evict_one() {
             return Err(CapacityError {
@@ -58,26 +58,30 @@ impl<K: Hash + Eq + Clone> Registry<K> {
         Ok(())
     }
 
-    /// Removes an idle, discovered peer that nothing but this table refers to.
+    /// Removes a discovered peer that nothing but this table refers to: an idle one if there
+    /// is one, else one that stopped trying (exhausted), else one waiting out a backoff that no
+    /// layer will come back for. Static peers, peers a layer holds, and peers with an attempt
+    /// or a connection under way are never evicted.
     ///
-    /// Only idle peers are looked at; a table full of busy or referenced peers refuses new ones.
+    /// Walks the candidate states' keys until it finds one: cheap while idle peers are
+    /// evictable, linear in those states' sizes when the table is full of peers in use.
     fn evict_one(&mut self) -> bool {
-        let victim = self.by_state[PeerState::Idle.index()]
-            .iter()
-            .find(|key| {
-                self.map
-                    .get(*key)
-                    .is_some_and(|t| t.origin() == Origin::Discovered && Arc::strong_count(t) == 1)
-            })
-            .cloned();
-        match victim {
-            Some(key) => {
-                self.by_state[PeerState::Idle.index()].remove(&key);
+        for state in [PeerState::Idle, PeerState::Exhausted, PeerState::Backoff] {
+            let victim = self.by_state[state.index()]
+                .iter()
+                .find(|key| {
+                    self.map.get(*key).is_some_and(|t| {
+                        t.origin() == Origin::Discovered && Arc::strong_count(t) == 1
+                    })
+                })
+                .cloned();
+            if let Some(key) = victim {
+                self.by_state[state.index()].remove(&key);
                 self.map.remove(&key);
-                true
+                return true;
             }
-            None => false,
         }
+        false
     }
 
     /// Removes `tracker`, currently in `state`, if it is the one stored under its key.

@@ -42,7 +42,7 @@ pub struct PeerSnapshot<K> {
     pub next_attempt_at: Option<Instant>,
     /// Whether a probe attempt (one made while no connection is up) is under way.
     pub attempt_in_flight: bool,
-    /// How many times the peer was ejected.
+    /// How many times the peer was ejected since it was first tracked.
     pub times_ejected: u32,
     /// When the current ejection ends, if the peer is ejected.
     pub ejected_until: Option<Instant>,

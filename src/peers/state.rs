@@ -20,7 +20,8 @@ use std::fmt;
 /// ```
 ///
 /// [`PeerState::can_become`] is the whole table; the tracker refuses anything else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PeerState {
     /// Not connected and free to connect: never tried, or closed cleanly after proving healthy.
     Idle,
@@ -28,9 +29,11 @@ pub enum PeerState {
     Connecting,
     /// At least one connection is up.
     Connected,
-    /// Waiting for the backoff delay to pass before the next attempt.
+    /// A connect attempt failed (or a connection flapped): the next one waits for the backoff
+    /// delay. The state lasts until that next attempt starts, even once the delay is over.
     Backoff,
-    /// Health checks took the peer out of use for a while.
+    /// Health checks took the peer out of use; it stays ejected until the health layer
+    /// restores it.
     Ejected,
     /// The backoff policy's attempt or time limit is used up; no attempt until a reset.
     Exhausted,

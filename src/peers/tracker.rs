@@ -88,11 +88,10 @@ impl TrackerState {
         self.exhausted = false;
     }
 
-    pub(crate) fn wake_waiters(&mut self) {
-        // `drain` keeps the vector's capacity, so steady-state waits do not allocate.
-        for waker in self.waiters.drain(..) {
-            waker.wake();
-        }
+    /// Takes the tasks waiting on the probe, to be woken once the lock is released: a waker may
+    /// run arbitrary code, which must not find this peer locked.
+    pub(crate) fn take_waiters(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.waiters)
     }
 
     /// The backoff schedule is reset only on proof that the peer works (DESIGN §3.3).

@@ -9,14 +9,15 @@
 //!   peer of a fixed shuffled order, so a large table is touched all over and its cache misses
 //!   are counted, not hidden by hitting one hot peer.
 //! - `baseline::*` shows what the bare primitives cost on the same machine: an atomic, a lock,
-//!   the clock, and per-peer locks walked in the same shuffled order, small or the size of a
-//!   tracker (the floor a per-peer record of that size can reach at each table size).
+//!   the clock (tokio's and std's), a small per-peer lock, and one cache line of atomics per
+//!   peer walked in the same shuffled order, with and without a clock read: the floor the
+//!   tracker's layout (outcome counters alone in one line) can reach at each table size.
 //! - `threads::*` has two threads record for two different peers, to show what the peers share.
 //! - `memory::*` times nothing of interest: it is there for the allocation figures, from which
 //!   BENCHMARKS.md derives bytes per tracked peer.
 
 use std::fmt::Display;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use divan::{Bencher, black_box};
@@ -174,41 +175,51 @@ mod baseline {
         bencher.bench_local(|| *counters.next().lock().unwrap() += 1);
     }
 
-    /// A per-peer record the size of a tracker: `Arc<Mutex<[u64; 49]>>` is a 416-byte
-    /// allocation, as `Arc<Tracker<u64>>` is.
-    type Record = Arc<Mutex<[u64; 49]>>;
-
-    fn records(n: usize) -> Cycle<Record> {
-        Cycle::shuffled((0..n).map(|_| Arc::new(Mutex::new([0; 49]))).collect())
+    /// What tokio's clock costs without its `test-util` feature: std's clock. Benchmarks are
+    /// built with the dev-dependencies' features, so `tokio_instant_now` above includes the
+    /// paused-clock check that production builds do not have.
+    #[divan::bench]
+    fn std_instant_now() -> std::time::Instant {
+        std::time::Instant::now()
     }
 
-    /// What `record_success` does to its tracker, minus the library: lock, test a few words,
-    /// bump a counter, store two more, spread over the same cache lines (about four).
-    fn touch(record: &Record) {
-        let mut r = record.lock().unwrap();
-        if r[12] > 0 || r[36] > 0 || r[45] > 1 {
-            r[0] = 0;
-        }
-        r[41] += 1;
-        r[44] = 0;
-        r[32] = r[41];
+    /// A per-peer record laid out as a tracker's outcome counters: one cache line of atomics.
+    #[repr(align(64))]
+    #[derive(Default)]
+    struct Line {
+        count: AtomicU64,
+        stamp: AtomicU64,
+        streak: AtomicU32,
+        flag: AtomicBool,
     }
 
-    /// The memory floor for a tracker-sized record per peer.
+    fn lines(n: usize) -> Cycle<Arc<Line>> {
+        Cycle::shuffled((0..n).map(|_| Arc::new(Line::default())).collect())
+    }
+
+    /// What `record_success` does to its peer, minus the library.
+    fn touch(line: &Line, stamp: u64) -> bool {
+        line.count.fetch_add(1, Ordering::Relaxed);
+        line.streak.store(0, Ordering::Relaxed);
+        line.stamp.store(stamp, Ordering::Relaxed);
+        line.flag.load(Ordering::Relaxed)
+    }
+
+    /// The memory floor of the current layout: one cold line per record at 100 000 peers.
     #[divan::bench(args = SIZES)]
-    fn tracker_sized_lock(bencher: Bencher, n: usize) {
-        let mut records = records(n);
-        bencher.bench_local(|| touch(records.next()));
+    fn line_per_peer(bencher: Bencher, n: usize) {
+        let mut lines = lines(n);
+        bencher.bench_local(|| touch(lines.next(), 1));
     }
 
-    /// The same with the clock read first, as `record_*` do: the floor `handle::record_success`
-    /// should be compared with.
+    /// The same with the clock read first, as `record_success` does: the floor
+    /// `handle::record_success` should be compared with.
     #[divan::bench(args = SIZES)]
-    fn clock_then_tracker_sized_lock(bencher: Bencher, n: usize) {
-        let mut records = records(n);
+    fn clock_then_line_per_peer(bencher: Bencher, n: usize) {
+        let mut lines = lines(n);
         bencher.bench_local(|| {
             black_box(tokio::time::Instant::now());
-            touch(records.next());
+            touch(lines.next(), 1)
         });
     }
 }

@@ -50,6 +50,7 @@ mod attempt;
 mod builder;
 mod handle;
 mod ops;
+mod outcomes;
 mod registry;
 mod report;
 mod state;
@@ -111,6 +112,8 @@ pub(crate) struct Shared<K> {
     min_peers: usize,
     seed: u64,
     next_stream: AtomicU64,
+    /// Time stamps in the lock-free outcome counters count from here.
+    epoch: Instant,
     error_text_limit: usize,
 }
 
@@ -121,16 +124,6 @@ struct Totals {
     failures: AtomicU64,
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
-}
-
-impl Totals {
-    /// Counts one more, unless the peer was forgotten: a forgotten peer's handles keep working
-    /// but no longer count in the table's totals.
-    fn add_unless_detached(st: &tracker::TrackerState, counter: &AtomicU64) {
-        if !st.detached {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 impl<K: PeerKey> Default for Peers<K> {
@@ -164,6 +157,7 @@ impl<K: PeerKey> Peers<K> {
                 min_peers: b.min_peers,
                 seed,
                 next_stream: AtomicU64::new(0),
+                epoch: Instant::now(),
                 error_text_limit: b.error_text_limit,
             }),
         }
@@ -242,6 +236,7 @@ impl<K: PeerKey> Peers<K> {
         let removed = registry.remove(&tracker, st.public_state());
         if removed {
             st.detached = true;
+            tracker.outcomes.detach();
             self.shared.publish_health(&registry, Instant::now());
         }
         removed
@@ -255,7 +250,18 @@ impl<K: PeerKey> Peers<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.with_tracker(key, |shared, t| shared.record_success(t))
+        let registry = self.shared.registry_read();
+        let Some(tracker) = registry.get(key) else {
+            return false;
+        };
+        // Counting takes no lock, so it may run under the registry's read lock, which spares
+        // the `Arc` clone (another cache line); the proof locks the peer, so it may not.
+        if self.shared.count_success(tracker) {
+            let tracker = Arc::clone(tracker);
+            drop(registry);
+            self.shared.mark_proven(&tracker);
+        }
+        true
     }
 
     /// Records a failure for a tracked peer (see [`PeerHandle::record_failure`]). Returns

@@ -3,17 +3,19 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::attempt::{AttemptDenied, NextAttempt};
+use super::outcomes::{stamp, unstamp};
 use super::registry::Registry;
 use super::report::{HealthReport, PeerSnapshot};
 use super::state::PeerState;
 use super::tracker::{Tracker, TrackerState};
-use super::{PeerKey, Shared, Totals};
+use super::{PeerKey, Shared};
 use crate::event::{EventKind, WaitReason};
 
 /// Wakes tasks taken from a tracker, after its lock was released.
@@ -73,19 +75,19 @@ impl<K: PeerKey> Shared<K> {
         );
     }
 
+    /// The hot path: lock-free unless the success is the proof that resets a failed peer.
     pub(super) fn record_success(&self, t: &Tracker<K>) {
-        let now = Instant::now();
-        let mut st = t.lock();
-        st.successes += 1;
-        st.consecutive_failures = 0;
-        st.last_success = Some(now);
-        Totals::add_unless_detached(&st, &self.totals.successes);
-        // Only a peer that had failed has anything to reset; the common case stops here.
-        if st.schedule.retries() > 0 || st.next_attempt_at.is_some() || !st.proven || st.suspect {
-            let before = st.public_state();
-            st.prove();
-            self.settle(t, &st, before, now);
+        if self.count_success(t) {
+            self.mark_proven(t);
         }
+    }
+
+    /// Counts a success without any lock; returns whether it must also be taken as proof
+    /// ([`mark_proven`](Self::mark_proven), which locks the peer).
+    pub(super) fn count_success(&self, t: &Tracker<K>) -> bool {
+        let unsettled = t.outcomes.success(stamp(self.epoch, Instant::now()));
+        self.count(t, &self.totals.successes);
+        unsettled
     }
 
     pub(super) fn mark_proven(&self, t: &Tracker<K>) {
@@ -93,21 +95,36 @@ impl<K: PeerKey> Shared<K> {
         let mut st = t.lock();
         let before = st.public_state();
         st.prove();
+        t.outcomes.set_unsettled(false);
         self.settle(t, &st, before, now);
     }
 
+    /// Counts a failure. The counters need no lock; the error's text goes into the peer's
+    /// buffer, which does.
     pub(super) fn record_failure(&self, t: &Tracker<K>, error: &dyn Display) {
         let now = Instant::now();
         let mut st = t.lock();
-        self.count_failure(&mut st, error, now);
+        self.count_failure(t, &mut st, error, now);
     }
 
-    fn count_failure(&self, st: &mut TrackerState, error: &dyn Display, now: Instant) {
-        st.failures += 1;
-        st.consecutive_failures = st.consecutive_failures.saturating_add(1);
-        st.last_failure = Some(now);
+    fn count_failure(
+        &self,
+        t: &Tracker<K>,
+        st: &mut TrackerState,
+        error: &dyn Display,
+        now: Instant,
+    ) {
+        t.outcomes.failure(stamp(self.epoch, now));
+        self.count(t, &self.totals.failures);
         st.last_error.set(error);
-        Totals::add_unless_detached(st, &self.totals.failures);
+    }
+
+    /// Adds one to a table-wide total, unless the peer was forgotten: a forgotten peer's
+    /// handles keep working but no longer count in the table's totals.
+    fn count(&self, t: &Tracker<K>, total: &AtomicU64) {
+        if !t.outcomes.is_detached() {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn begin_attempt(&self, t: &Tracker<K>) -> Result<(u32, bool), AttemptDenied> {
@@ -130,7 +147,7 @@ impl<K: PeerKey> Shared<K> {
         st.attempts += 1;
         st.last_attempt = Some(now);
         st.run_started.get_or_insert(now);
-        Totals::add_unless_detached(&st, &self.totals.attempts);
+        self.count(t, &self.totals.attempts);
         if probe {
             st.probe_in_flight = true;
             st.next_attempt_at = None;
@@ -154,6 +171,7 @@ impl<K: PeerKey> Shared<K> {
         st.open_connections = st.open_connections.saturating_add(1);
         // A new connection proves nothing until it answers or stays up (DESIGN §3.3).
         st.proven = false;
+        t.outcomes.set_unsettled(true);
         if probe {
             st.probe_in_flight = false;
             st.suspect = false;
@@ -191,8 +209,9 @@ impl<K: PeerKey> Shared<K> {
             // that code panics, the gate is open and the attempt's drop wakes the waiters.
             st.probe_in_flight = false;
         }
-        self.count_failure(&mut st, error, now);
+        self.count_failure(t, &mut st, error, now);
         st.suspect = true;
+        t.outcomes.set_unsettled(true);
         if !probe {
             // Only the probe steps the schedule: one step per outage round, however many
             // connections were being opened when the peer went down. Later attempts are probes.
@@ -219,6 +238,8 @@ impl<K: PeerKey> Shared<K> {
         reason: WaitReason,
         attempts: u32,
     ) -> NextAttempt {
+        // Whatever the schedule says, the peer now has a failure to prove wrong.
+        t.outcomes.set_unsettled(true);
         match st.schedule.next_delay() {
             Some(delay) => {
                 st.next_attempt_at = Some(deadline(now, delay));
@@ -260,8 +281,9 @@ impl<K: PeerKey> Shared<K> {
         let before = st.public_state();
         st.open_connections -= 1;
         if let Some(error) = error {
-            self.count_failure(&mut st, error, now);
+            self.count_failure(t, &mut st, error, now);
             st.suspect = true;
+            t.outcomes.set_unsettled(true);
         }
         let error = error.and_then(|_| st.last_error.get().map(Arc::from));
         self.events
@@ -328,7 +350,7 @@ impl<K: PeerKey> Shared<K> {
         let now = Instant::now();
         let mut st = t.lock();
         st.retries += 1;
-        Totals::add_unless_detached(&st, &self.totals.retries);
+        self.count(t, &self.totals.retries);
         self.events.publish(
             &t.key,
             now,
@@ -341,7 +363,7 @@ impl<K: PeerKey> Shared<K> {
     }
 
     pub(super) fn record_budget_exhausted(&self, t: &Tracker<K>) {
-        Totals::add_unless_detached(&t.lock(), &self.totals.budget_exhausted);
+        self.count(t, &self.totals.budget_exhausted);
         self.events
             .publish(&t.key, Instant::now(), EventKind::BudgetExhausted);
     }
@@ -365,14 +387,14 @@ impl<K: PeerKey> Shared<K> {
             origin: t.origin(),
             state: st.public_state(),
             attempts: st.attempts,
-            successes: st.successes,
-            failures: st.failures,
-            consecutive_failures: st.consecutive_failures,
+            successes: t.outcomes.successes(),
+            failures: t.outcomes.failures(),
+            consecutive_failures: t.outcomes.consecutive_failures(),
             retries: st.retries,
             open_connections: st.open_connections,
             last_attempt: st.last_attempt,
-            last_success: st.last_success,
-            last_failure: st.last_failure,
+            last_success: unstamp(self.epoch, t.outcomes.last_success()),
+            last_failure: unstamp(self.epoch, t.outcomes.last_failure()),
             last_error: st.last_error.get().map(str::to_owned),
             backoff_step: st.schedule.retries(),
             next_attempt_at: st.next_attempt_at,

@@ -7,17 +7,24 @@ use std::task::Waker;
 
 use tokio::time::Instant;
 
+use super::outcomes::Outcomes;
 use super::state::{Origin, PeerState};
 use crate::backoff::Schedule;
 
 /// One peer's record. Shared by every handle to the peer; the map in the registry holds one
 /// more reference, which is how eviction tells an unused peer from one a layer still holds.
+///
+/// `repr(C)` keeps the outcome counters first, alone in their cache line (their alignment
+/// places them on a line of their own inside the `Arc`), so that recording an outcome touches
+/// one line of the tracker and no lock.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Tracker<K> {
+    pub(crate) outcomes: Outcomes,
+    state: Mutex<TrackerState>,
     pub(crate) key: K,
     /// Read by eviction under the registry lock, where taking this tracker's lock could deadlock.
     is_static: AtomicBool,
-    state: Mutex<TrackerState>,
 }
 
 /// The mutable part of a tracker, behind one per-peer lock.
@@ -32,18 +39,13 @@ pub(crate) struct TrackerState {
     pub(crate) ejected_until: Option<Instant>,
     pub(crate) times_ejected: u32,
     /// Set when the peer was forgotten while handles to it lived on: their updates must no
-    /// longer touch the registry's index.
+    /// longer touch the registry's index. (Mirrored in `Outcomes` for the lock-free path.)
     pub(crate) detached: bool,
 
     pub(crate) attempts: u64,
-    pub(crate) successes: u64,
-    pub(crate) failures: u64,
-    pub(crate) consecutive_failures: u32,
     pub(crate) retries: u64,
     pub(crate) open_connections: u32,
     pub(crate) last_attempt: Option<Instant>,
-    pub(crate) last_success: Option<Instant>,
-    pub(crate) last_failure: Option<Instant>,
     pub(crate) last_error: LastError,
 
     /// The process-wide schedule for this peer (one process, one probe).
@@ -105,6 +107,7 @@ impl TrackerState {
 impl<K> Tracker<K> {
     pub(crate) fn new(key: K, origin: Origin, schedule: Schedule, error_limit: usize) -> Self {
         Self {
+            outcomes: Outcomes::default(),
             key,
             is_static: AtomicBool::new(origin == Origin::Static),
             state: Mutex::new(TrackerState {
@@ -114,14 +117,9 @@ impl<K> Tracker<K> {
                 times_ejected: 0,
                 detached: false,
                 attempts: 0,
-                successes: 0,
-                failures: 0,
-                consecutive_failures: 0,
                 retries: 0,
                 open_connections: 0,
                 last_attempt: None,
-                last_success: None,
-                last_failure: None,
                 last_error: LastError::new(error_limit),
                 schedule,
                 next_attempt_at: None,

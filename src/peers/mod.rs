@@ -231,11 +231,12 @@ impl<K: PeerKey> Peers<K> {
         let Some(tracker) = self.shared.registry_read().get(key).cloned() else {
             return false;
         };
-        let mut st = tracker.lock();
+        let st = tracker.lock();
         let mut registry = self.shared.registry_write();
         let removed = registry.remove(&tracker, st.public_state());
         if removed {
-            st.detached = true;
+            // Under the peer's lock, so no transition of it can slip between the removal and
+            // the flag and put it back in the index.
             tracker.outcomes.detach();
             self.shared.publish_health(&registry, Instant::now());
         }
@@ -271,19 +272,12 @@ impl<K: PeerKey> Peers<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.with_tracker(key, |shared, t| shared.record_failure(t, error))
-    }
-
-    fn with_tracker<Q>(&self, key: &Q, f: impl FnOnce(&Shared<K>, &Tracker<K>)) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        // Clone out of the map so that no tracker lock is taken under the registry lock.
+        // Clone out of the map: recording a failure locks the peer, which must not happen
+        // under the registry's lock.
         let Some(tracker) = self.shared.registry_read().get(key).cloned() else {
             return false;
         };
-        f(&self.shared, &tracker);
+        self.shared.record_failure(&tracker, error);
         true
     }
 

@@ -53,7 +53,7 @@ impl<K: PeerKey> Shared<K> {
             return;
         }
         // Keep the index true to the tracker first, whatever follows.
-        if !st.detached {
+        if !t.outcomes.is_detached() {
             let mut registry = self.registry_write();
             registry.move_state(&t.key, before, after);
             self.publish_health(&registry, now);

@@ -24,7 +24,8 @@ pub(crate) struct Outcomes {
     /// connection, so the success is the proof that resets its schedule. Set, conservatively, by
     /// every locked operation that creates such work, cleared only by the proof itself.
     unsettled: AtomicBool,
-    /// The peer was forgotten: its handles no longer count in the table's totals.
+    /// The peer was forgotten: its handles no longer count in the table's totals nor touch its
+    /// index. Set under the peer's lock, so locked code reads it consistently too.
     detached: AtomicBool,
 }
 

@@ -38,9 +38,6 @@ pub(crate) struct TrackerState {
     pub(crate) suspect: bool,
     pub(crate) ejected_until: Option<Instant>,
     pub(crate) times_ejected: u32,
-    /// Set when the peer was forgotten while handles to it lived on: their updates must no
-    /// longer touch the registry's index. (Mirrored in `Outcomes` for the lock-free path.)
-    pub(crate) detached: bool,
 
     pub(crate) attempts: u64,
     pub(crate) retries: u64,
@@ -115,7 +112,6 @@ impl<K> Tracker<K> {
                 suspect: false,
                 ejected_until: None,
                 times_ejected: 0,
-                detached: false,
                 attempts: 0,
                 retries: 0,
                 open_connections: 0,

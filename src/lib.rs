@@ -57,6 +57,7 @@ pub mod backoff;
 mod error;
 pub mod event;
 pub mod peers;
+pub mod reconnect;
 mod rng;
 
 pub use error::{CapacityError, ConfigError, ConfigErrorKind};

@@ -107,6 +107,20 @@ impl<K: PeerKey> Attempt<K> {
         self.finished = true;
     }
 
+    /// The connection is up and is being handed to code that will not report its end (a pool
+    /// redial cannot see into, such as reqwest's). With no way to tell a flapping connection
+    /// from a good one, the connect itself is taken as proof: the schedule is reset and the peer
+    /// returns to `Idle` rather than staying `Connected`, since no open connection is counted.
+    ///
+    /// Prefer [`succeeded`](Attempt::succeeded) with [`PeerHandle::connection_closed`] wherever
+    /// the connection's life can be watched.
+    pub fn handed_off(mut self) {
+        self.handle
+            .shared
+            .attempt_handed_off(&self.handle.tracker, self.number, self.probe);
+        self.finished = true;
+    }
+
     /// The attempt failed with `error`. Counts a failure and marks the peer suspect, so that
     /// attempts go one at a time until a probe succeeds.
     ///

@@ -106,6 +106,28 @@ impl<K: PeerKey> PeerHandle<K> {
         self.shared.connection_closed(&self.tracker, error);
     }
 
+    /// Whether the peer still has to prove itself: true after a failure or a new connection,
+    /// until a success or [`mark_proven`](PeerHandle::mark_proven). Lock-free.
+    pub(crate) fn needs_proof(&self) -> bool {
+        self.tracker.outcomes.is_unsettled()
+    }
+
+    /// The last error recorded for the peer, shared so that many errors can carry it.
+    pub(crate) fn last_error(&self) -> Option<Arc<str>> {
+        self.tracker.lock().last_error.get().map(Arc::from)
+    }
+
+    /// When the peer's backoff lets the next attempt start, if it is waiting.
+    pub(crate) fn next_attempt_at(&self) -> Option<tokio::time::Instant> {
+        self.tracker.lock().next_attempt_at
+    }
+
+    /// A seed for a generator of this peer's own, different for each call and repeatable when
+    /// the table is seeded.
+    pub(crate) fn derive_seed(&self) -> u64 {
+        self.shared.derive_seed()
+    }
+
     /// Starts the peer's backoff schedule over and leaves `Exhausted` or `Backoff` for `Idle`.
     pub fn reset(&self) {
         self.shared.reset(&self.tracker);

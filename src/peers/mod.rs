@@ -190,11 +190,10 @@ impl<K: PeerKey> Peers<K> {
             }
             return Ok(PeerHandle::new(Arc::clone(&self.shared), tracker));
         }
-        let stream = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
         let schedule = self
             .shared
             .backoff
-            .schedule_seeded(rng::derive_seed(self.shared.seed, stream));
+            .schedule_seeded(self.shared.derive_seed());
         let tracker = Arc::new(Tracker::new(
             key,
             origin,
@@ -358,6 +357,12 @@ impl<K: PeerKey> Peers<K> {
 impl<K> Shared<K> {
     fn registry_read(&self) -> RwLockReadGuard<'_, Registry<K>> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A seed for one more generator: each call gets its own stream of the table's seed.
+    pub(crate) fn derive_seed(&self) -> u64 {
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        rng::derive_seed(self.seed, stream)
     }
 
     fn registry_write(&self) -> RwLockWriteGuard<'_, Registry<K>> {

@@ -194,6 +194,32 @@ impl<K: PeerKey> Shared<K> {
         }
     }
 
+    pub(super) fn attempt_handed_off(&self, t: &Tracker<K>, number: u32, probe: bool) {
+        let now = Instant::now();
+        let mut st = t.lock();
+        let before = st.public_state();
+        let total = st.run_started.map_or(Duration::ZERO, |s| now - s);
+        if probe {
+            st.probe_in_flight = false;
+        }
+        st.prove();
+        t.outcomes.set_unsettled(false);
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::Connected {
+                attempts: number,
+                total,
+            },
+        );
+        self.settle(t, &st, before, now);
+        if probe {
+            let waiters = st.take_waiters();
+            drop(st);
+            wake(waiters);
+        }
+    }
+
     pub(super) fn attempt_failed(
         &self,
         t: &Tracker<K>,

@@ -64,6 +64,11 @@ impl Outcomes {
         self.unsettled.store(unsettled, Relaxed);
     }
 
+    /// Whether a success would be the proof that resets a failed or untried connection.
+    pub(crate) fn is_unsettled(&self) -> bool {
+        self.unsettled.load(Relaxed)
+    }
+
     pub(crate) fn detach(&self) {
         self.detached.store(true, Relaxed);
     }

@@ -1,0 +1,442 @@
+//! [`Reconnect`]: a service that holds one connection to a peer and replaces it when it breaks.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tower::{BoxError, Service};
+
+use super::builder::Settings;
+use super::connection::OpenConnection;
+use super::future::{CallReport, ResponseFuture};
+use super::{ConnectTimeout, Exhausted, NotReady, Unavailable};
+use crate::peers::{Attempt, AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
+use crate::rng;
+
+/// A service that connects to one target through a connector, keeps the connection, and
+/// reconnects with the peer's backoff when it breaks. Made by [`ReconnectLayer`](super::ReconnectLayer).
+///
+/// `poll_ready` drives everything; no task is spawned. While no connection is up it is
+/// `Pending`, with a timer armed for the end of the backoff delay (or the connect timeout),
+/// until the `fail_fast` window has passed: then it turns ready and calls fail at once with
+/// [`Unavailable`], while each `poll_ready` keeps reconnecting. When the peer's attempts are
+/// exhausted, calls fail with [`Exhausted`].
+///
+/// # Clones
+///
+/// A clone shares the [`Peers`](crate::peers::Peers) table, and so the peer's tracker, its one
+/// backoff schedule and its single-flight gate, with the original. It owns its own connector,
+/// connection, timers and fail-fast clock. A clone starts without a connection and is not ready
+/// until polled: calling it first fails with [`NotReady`].
+pub struct Reconnect<M, T, K>
+where
+    M: Service<T>,
+    K: PeerKey,
+{
+    connector: M,
+    target: T,
+    peer: PeerHandle<K>,
+    label: Arc<str>,
+    settings: Arc<Settings>,
+    state: State<M::Future, M::Response, K>,
+    ready: Readiness,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Since when this service has had no usable connection; the fail-fast clock.
+    down_since: Option<Instant>,
+    /// When this service found the peer exhausted; the cool-down clock.
+    exhausted_since: Option<Instant>,
+    /// Set while waiting for another task's probe, so that its end spreads the followers.
+    following: bool,
+    stagger_until: Option<Instant>,
+    rng: Xoshiro256PlusPlus,
+}
+
+enum State<F, S, K: PeerKey> {
+    Idle,
+    Connecting {
+        attempt: Attempt<K>,
+        /// `None` until the connector is ready to be called.
+        future: Option<Pin<Box<F>>>,
+        deadline: Instant,
+    },
+    Connected {
+        service: S,
+        connection: OpenConnection<K>,
+        report: Arc<CallReport<K>>,
+    },
+}
+
+/// What the last `Ready(Ok(()))` of `poll_ready` promised the next `call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    NotPolled,
+    Call,
+    Unavailable,
+    Exhausted,
+}
+
+/// How a connect step ended.
+enum Step {
+    /// The state changed: look again.
+    Again,
+    /// A failed attempt allows the next one at once: yield before trying, so that a connector
+    /// failing instantly with a zero delay cannot spin inside one `poll_ready`.
+    Yield,
+    /// Nothing to do until woken or until this instant.
+    Wait(Instant),
+}
+
+impl<M, T, K> Reconnect<M, T, K>
+where
+    M: Service<T>,
+    K: PeerKey,
+{
+    pub(crate) fn new(
+        connector: M,
+        target: T,
+        peer: PeerHandle<K>,
+        settings: Arc<Settings>,
+    ) -> Self {
+        let label: Arc<str> = Arc::from(format!("{:?}", peer.key()));
+        let rng = rng::generator(peer.derive_seed());
+        Self {
+            connector,
+            target,
+            peer,
+            label,
+            settings,
+            state: State::Idle,
+            ready: Readiness::NotPolled,
+            timer: None,
+            down_since: None,
+            exhausted_since: None,
+            following: false,
+            stagger_until: None,
+            rng,
+        }
+    }
+
+    /// The peer this service connects to.
+    pub fn peer(&self) -> &PeerHandle<K> {
+        &self.peer
+    }
+
+    /// Whether this service holds a connection now.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected { .. })
+    }
+
+    /// Starts the peer's backoff over, ending an exhausted state for every service of the
+    /// peer. The next `poll_ready` may connect at once.
+    pub fn reset(&mut self) {
+        self.peer.reset();
+        self.exhausted_since = None;
+        self.ready = Readiness::NotPolled;
+    }
+
+    fn unavailable(&self) -> BoxError {
+        let now = Instant::now();
+        Box::new(Unavailable {
+            peer: Arc::clone(&self.label),
+            down_for: self
+                .down_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
+            last_error: self.peer.last_error(),
+            next_attempt_in: self
+                .peer
+                .next_attempt_at()
+                .map(|at| at.saturating_duration_since(now))
+                .filter(|d| !d.is_zero()),
+        })
+    }
+
+    fn exhausted(&self) -> BoxError {
+        Box::new(Exhausted {
+            peer: Arc::clone(&self.label),
+            last_error: self.peer.last_error(),
+        })
+    }
+
+    /// No connection to call: pending with a timer for `wake_at`, unless the fail-fast window
+    /// is over, in which case the service is ready to fail calls.
+    fn not_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        wake_at: Option<Instant>,
+    ) -> Poll<Result<(), BoxError>> {
+        let now = Instant::now();
+        let since = *self.down_since.get_or_insert(now);
+        let mut wake_at = wake_at;
+        if let Some(window) = self.settings.fail_fast {
+            let at = since.checked_add(window).unwrap_or(now + window.min(FAR));
+            if now >= at {
+                self.ready = Readiness::Unavailable;
+                return Poll::Ready(Ok(()));
+            }
+            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+        }
+        if let Some(at) = wake_at {
+            self.arm(cx, at);
+        }
+        Poll::Pending
+    }
+
+    /// Arms the one timer for `at` and registers the task with it.
+    fn arm(&mut self, cx: &mut Context<'_>, at: Instant) {
+        let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            // Already due: have the task polled again rather than sleep without a wake-up.
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Random delay in `[0, stagger)` for a service following another's successful probe.
+    fn stagger(&mut self) -> Duration {
+        self.settings.stagger.mul_f64(rng::unit(&mut self.rng))
+    }
+}
+
+/// Far enough to mean "never" without overflowing `Instant`.
+const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365);
+
+impl<M, T, K> Reconnect<M, T, K>
+where
+    M: Service<T>,
+    M::Error: Into<BoxError>,
+    T: Clone,
+    K: PeerKey,
+{
+    /// Asks the peer's gate for an attempt and starts it, or says how long to wait.
+    fn start(&mut self, cx: &mut Context<'_>) -> Result<Step, Poll<Result<(), BoxError>>> {
+        let now = Instant::now();
+        if self.following {
+            self.following = false;
+            if !self.settings.stagger.is_zero() && self.peer.state() == PeerState::Connected {
+                self.stagger_until = Some(now + self.stagger());
+            }
+        }
+        if let Some(at) = self.stagger_until {
+            if now < at {
+                return Ok(Step::Wait(at));
+            }
+            self.stagger_until = None;
+        }
+        match self.peer.try_begin_attempt() {
+            Ok(attempt) => {
+                self.exhausted_since = None;
+                self.state = State::Connecting {
+                    attempt,
+                    future: None,
+                    deadline: now
+                        .checked_add(self.settings.connect_timeout)
+                        .unwrap_or(now + FAR),
+                };
+                Ok(Step::Again)
+            }
+            Err(AttemptDenied::Backoff { until }) => Ok(Step::Wait(until)),
+            Err(AttemptDenied::InFlight) => match self.peer.poll_attempt_finished(cx) {
+                Poll::Ready(()) => Ok(Step::Again),
+                Poll::Pending => {
+                    self.following = true;
+                    Err(self.not_ready(cx, None))
+                }
+            },
+            Err(AttemptDenied::Exhausted) => {
+                let since = *self.exhausted_since.get_or_insert(now);
+                if let Some(cooldown) = self.settings.exhausted_cooldown {
+                    let at = since.checked_add(cooldown).unwrap_or(now + FAR);
+                    if now >= at {
+                        self.peer.reset();
+                        self.exhausted_since = None;
+                        return Ok(Step::Again);
+                    }
+                    self.arm(cx, at);
+                }
+                self.ready = Readiness::Exhausted;
+                Err(Poll::Ready(Ok(())))
+            }
+        }
+    }
+
+    /// Drives the connect attempt under way.
+    fn connect(&mut self, cx: &mut Context<'_>) -> Step {
+        let State::Connecting {
+            future, deadline, ..
+        } = &mut self.state
+        else {
+            return Step::Again;
+        };
+        let deadline = *deadline;
+        let outcome = if Instant::now() >= deadline {
+            Err(Box::new(ConnectTimeout {
+                after: self.settings.connect_timeout,
+            }) as BoxError)
+        } else {
+            let future = match future {
+                Some(future) => future,
+                None => match self.connector.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        future.insert(Box::pin(self.connector.call(self.target.clone())))
+                    }
+                    Poll::Ready(Err(error)) => return self.failed(error.into()),
+                    Poll::Pending => return Step::Wait(deadline),
+                },
+            };
+            match future.as_mut().poll(cx) {
+                Poll::Ready(Ok(service)) => Ok(service),
+                Poll::Ready(Err(error)) => Err(error.into()),
+                Poll::Pending => return Step::Wait(deadline),
+            }
+        };
+        match outcome {
+            Ok(service) => {
+                if let State::Connecting { attempt, .. } =
+                    mem::replace(&mut self.state, State::Idle)
+                {
+                    attempt.succeeded();
+                }
+                let report = Arc::new(CallReport::new(
+                    self.peer.clone(),
+                    self.settings.broken.clone(),
+                ));
+                self.state = State::Connected {
+                    service,
+                    connection: OpenConnection::new(self.peer.clone(), self.settings.stable_after),
+                    report,
+                };
+                Step::Again
+            }
+            Err(error) => self.failed(error),
+        }
+    }
+
+    fn failed(&mut self, error: BoxError) -> Step {
+        let State::Connecting { attempt, .. } = mem::replace(&mut self.state, State::Idle) else {
+            return Step::Again;
+        };
+        match attempt.failed(&error) {
+            NextAttempt::After(delay) if delay.is_zero() => Step::Yield,
+            _ => Step::Again,
+        }
+    }
+}
+
+impl<M, T, K, Req> Service<Req> for Reconnect<M, T, K>
+where
+    M: Service<T>,
+    M::Error: Into<BoxError>,
+    M::Response: Service<Req>,
+    <M::Response as Service<Req>>::Error: Into<BoxError>,
+    T: Clone,
+    K: PeerKey,
+{
+    type Response = <M::Response as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<<M::Response as Service<Req>>::Future, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.ready = Readiness::NotPolled;
+        loop {
+            let step = match &mut self.state {
+                State::Connected {
+                    service,
+                    connection,
+                    report,
+                } => {
+                    if let Some(reason) = report.broken() {
+                        connection.close(Some(&reason));
+                        self.state = State::Idle;
+                        continue;
+                    }
+                    match service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            connection.check_stable();
+                            self.down_since = None;
+                            self.ready = Readiness::Call;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Err(error)) => {
+                            let error: BoxError = error.into();
+                            connection.close(Some(&error));
+                            self.state = State::Idle;
+                            continue;
+                        }
+                        // The connection is up but busy: its own backpressure, not an outage.
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                State::Connecting { .. } => self.connect(cx),
+                State::Idle => match self.start(cx) {
+                    Ok(step) => step,
+                    Err(poll) => return poll,
+                },
+            };
+            match step {
+                Step::Again => continue,
+                Step::Yield => {
+                    cx.waker().wake_by_ref();
+                    return self.not_ready(cx, None);
+                }
+                Step::Wait(at) => return self.not_ready(cx, Some(at)),
+            }
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        match mem::replace(&mut self.ready, Readiness::NotPolled) {
+            Readiness::Call => match &mut self.state {
+                State::Connected {
+                    service, report, ..
+                } => ResponseFuture::called(service.call(request), Arc::clone(report)),
+                _ => ResponseFuture::failed(Box::new(NotReady)),
+            },
+            Readiness::Unavailable => ResponseFuture::failed(self.unavailable()),
+            Readiness::Exhausted => ResponseFuture::failed(self.exhausted()),
+            Readiness::NotPolled => ResponseFuture::failed(Box::new(NotReady)),
+        }
+    }
+}
+
+impl<M, T, K> Clone for Reconnect<M, T, K>
+where
+    M: Service<T> + Clone,
+    T: Clone,
+    K: PeerKey,
+{
+    fn clone(&self) -> Self {
+        Self::new(
+            self.connector.clone(),
+            self.target.clone(),
+            self.peer.clone(),
+            Arc::clone(&self.settings),
+        )
+    }
+}
+
+impl<M, T, K> fmt::Debug for Reconnect<M, T, K>
+where
+    M: Service<T>,
+    K: PeerKey,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Idle => "Idle",
+            State::Connecting { .. } => "Connecting",
+            State::Connected { .. } => "Connected",
+        };
+        f.debug_struct("Reconnect")
+            .field("peer", self.peer.key())
+            .field("state", &state)
+            .field("down_since", &self.down_since)
+            .finish_non_exhaustive()
+    }
+}

@@ -21,7 +21,9 @@ use std::sync::Arc;
 /// # let _ = classifier;
 /// ```
 #[derive(Clone)]
-pub struct BrokenConnection(Arc<dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync>);
+pub struct BrokenConnection(Arc<IsBroken>);
+
+type IsBroken = dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync;
 
 impl BrokenConnection {
     /// A classifier from a function of the error.

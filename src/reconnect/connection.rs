@@ -52,6 +52,16 @@ impl<K: PeerKey> OpenConnection<K> {
         }
     }
 
+    /// The peer answered on this connection: proof that it works. Cheap after the first time.
+    pub(crate) fn prove(&mut self) {
+        if !self.proven {
+            self.proven = true;
+            if self.peer.needs_proof() {
+                self.peer.mark_proven();
+            }
+        }
+    }
+
     /// Reports the end of the connection, with the error if it broke. Later calls and the drop
     /// do nothing.
     pub(crate) fn close(&mut self, error: Option<&dyn Display>) {

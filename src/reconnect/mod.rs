@@ -55,6 +55,8 @@ mod future;
 mod layer;
 mod service;
 
+pub mod connector;
+
 pub use builder::ReconnectBuilder;
 pub use classify::{BrokenConnection, is_connection_lost};
 pub use error::{ConnectTimeout, Exhausted, NotReady, Unavailable};

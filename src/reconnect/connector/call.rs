@@ -1,0 +1,126 @@
+//! One call of the connector: wait for the peer's gate, attempt, retry with backoff.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tower::{BoxError, Service};
+
+use super::builder::ConnectSettings;
+use super::handoff::Handoff;
+use crate::peers::{AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
+use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
+use crate::rng;
+
+/// Connects to `target` through `inner`, following the peer's schedule. `replay` makes the
+/// target for a further attempt, or says there can be none (targets that cannot be cloned).
+pub(super) async fn connect<C, T, K, H>(
+    mut inner: C,
+    target: T,
+    replay: fn(&T) -> Option<T>,
+    peer: PeerHandle<K>,
+    settings: Arc<ConnectSettings>,
+) -> Result<H::Output, BoxError>
+where
+    C: Service<T>,
+    C::Error: Into<BoxError>,
+    K: PeerKey,
+    H: Handoff<K, C::Response>,
+{
+    let started = Instant::now();
+    let deadline = settings.call_deadline.and_then(|d| started.checked_add(d));
+    let mut target = target;
+    let mut tries = 0u32;
+    loop {
+        let denied = match peer.try_begin_attempt() {
+            Ok(attempt) => {
+                tries += 1;
+                let again = match tries < settings.attempts_per_call {
+                    true => replay(&target),
+                    false => None,
+                };
+                let error = match attempt_once(&mut inner, target, settings.connect_timeout).await {
+                    Ok(io) => return Ok(H::hand_over(attempt, io, settings.stable_after)),
+                    Err(error) => error,
+                };
+                match (attempt.failed(&error), again) {
+                    (NextAttempt::After(_), Some(next)) => {
+                        target = next;
+                        continue;
+                    }
+                    _ => return Err(error),
+                }
+            }
+            Err(denied) => denied,
+        };
+        match denied {
+            AttemptDenied::Backoff { until } => {
+                if deadline.is_some_and(|d| until > d) {
+                    return Err(unavailable(&peer, started));
+                }
+                sleep_until(until).await;
+            }
+            AttemptDenied::InFlight => {
+                let finished = poll_fn(|cx| peer.poll_attempt_finished(cx));
+                match deadline {
+                    Some(at) => {
+                        if timeout_at(at, finished).await.is_err() {
+                            return Err(unavailable(&peer, started));
+                        }
+                    }
+                    None => finished.await,
+                }
+                if matches!(peer.state(), PeerState::Connected | PeerState::Idle) {
+                    // The probe got through: follow it, but not all in the same instant.
+                    let mut rng = rng::generator(peer.derive_seed());
+                    sleep(settings.stagger.mul_f64(rng::unit(&mut rng))).await;
+                }
+            }
+            AttemptDenied::Exhausted => {
+                return Err(Box::new(Exhausted {
+                    peer: label(&peer),
+                    last_error: peer.last_error(),
+                }));
+            }
+        }
+    }
+}
+
+async fn attempt_once<C, T>(
+    inner: &mut C,
+    target: T,
+    limit: Duration,
+) -> Result<C::Response, BoxError>
+where
+    C: Service<T>,
+    C::Error: Into<BoxError>,
+{
+    let connect = async {
+        poll_fn(|cx| inner.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        inner.call(target).await.map_err(Into::into)
+    };
+    match timeout(limit, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(Box::new(ConnectTimeout { after: limit })),
+    }
+}
+
+fn label<K: PeerKey>(peer: &PeerHandle<K>) -> Arc<str> {
+    Arc::from(format!("{:?}", peer.key()))
+}
+
+fn unavailable<K: PeerKey>(peer: &PeerHandle<K>, started: Instant) -> BoxError {
+    let now = Instant::now();
+    Box::new(Unavailable {
+        peer: label(peer),
+        down_for: now.saturating_duration_since(started),
+        last_error: peer.last_error(),
+        next_attempt_in: peer
+            .next_attempt_at()
+            .map(|at| at.saturating_duration_since(now))
+            .filter(|d| !d.is_zero()),
+    })
+}

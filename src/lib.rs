@@ -6,13 +6,17 @@
 //! refused a connection, it answered, it was ejected) every other layer knows too, and so that a
 //! whole process makes at most one connect attempt at a time to a peer that is down.
 //!
-//! This release holds the foundation the layers stand on:
-//!
+//! - [`reconnect`]: [`ReconnectLayer`](reconnect::ReconnectLayer) keeps a connection up over any
+//!   `MakeService`, following the peer's shared backoff, and
+//!   [`ConnectLayer`](reconnect::connector::ConnectLayer) makes any connector (hyper-util,
+//!   reqwest, tonic) reconnect the same way;
 //! - [`backoff`]: validated backoff policies with a menu of jitter kinds, seedable, usable by
 //!   tower's own retry middleware;
 //! - [`peers`]: the shared per-peer state: a state machine per peer, counters, the single-flight
 //!   connect gate, totals and a health report that never scan the table;
 //! - [`event`]: a typed event stream, mirrored into `tracing`.
+//!
+//! The layers sit on the shared state; the state can also be driven by hand:
 //!
 //! ```
 //! use std::time::Duration;

@@ -1,13 +1,20 @@
 //! The hot path allocates nothing: recording outcomes on a peer, by handle or by key, once the
-//! peer is warm (its last-error buffer is reserved on the first failure, by design).
+//! peer is warm (its last-error buffer is reserved on the first failure, by design), and a call
+//! through a connected `Reconnect` service.
 //!
 //! Counts allocations with a counting global allocator, on this test's thread only, so the test
 //! harness's own threads cannot disturb the count.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 
 use redial::peers::{PeerState, Peers};
+use redial::reconnect::ReconnectLayer;
+use tower::{Layer, Service};
 
 struct Counting;
 
@@ -97,5 +104,90 @@ fn a_connected_peer_serving_requests_does_not_allocate_even_with_a_subscriber() 
         events.try_recv(),
         Ok(None),
         "no event is published per success"
+    );
+}
+
+/// A connection that answers each request with itself, at once, without allocating.
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: u64) -> Self::Future {
+        ready(Ok(request))
+    }
+}
+
+/// A connector whose connections are made at once.
+struct Connect;
+
+impl Service<&'static str> for Connect {
+    type Response = Echo;
+    type Error = Infallible;
+    type Future = Ready<Result<Echo, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: &'static str) -> Self::Future {
+        ready(Ok(Echo))
+    }
+}
+
+/// `poll_ready`, `call`, and the response polled to completion, all expected ready at once.
+fn call_once<S>(service: &mut S, cx: &mut Context<'_>, request: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    match service.poll_ready(cx) {
+        Poll::Ready(result) => result.expect("poll_ready"),
+        Poll::Pending => panic!("poll_ready pending with a connector that is ready at once"),
+    }
+    match pin!(service.call(request)).poll(cx) {
+        Poll::Ready(result) => result.expect("call"),
+        Poll::Pending => panic!("response pending from a service that answers at once"),
+    }
+}
+
+#[test]
+fn a_connected_reconnect_service_does_not_allocate_per_call() {
+    // Timers are only used while not connected; a runtime is entered in case.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let peers: Peers<&'static str> = Peers::builder().seed(3).build().expect("valid config");
+    let mut events = peers.subscribe();
+    let peer = peers.add_static("echo").expect("room");
+    let mut service = ReconnectLayer::new(peer.clone(), "127.0.0.1:7").layer(Connect);
+    let mut cx = Context::from_waker(Waker::noop());
+
+    // Connects on the first `poll_ready`; the first response is the proof that resets the
+    // schedule. Both happen once, outside the count.
+    assert_eq!(call_once(&mut service, &mut cx, 0), 0);
+    assert!(service.is_connected());
+    assert_eq!(peer.state(), PeerState::Connected);
+    while events.try_recv().expect("not lagging").is_some() {}
+
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut service, &mut cx, i), i);
+        }
+    });
+    assert_eq!(n, 0, "a call through a connected Reconnect allocated");
+    assert!(service.is_connected());
+    assert_eq!(
+        events.try_recv(),
+        Ok(None),
+        "no event is published per call"
     );
 }

@@ -40,7 +40,14 @@ where
                     true => replay(&target),
                     false => None,
                 };
-                let error = match attempt_once(&mut inner, target, settings.connect_timeout).await {
+                // The call's deadline bounds the attempt too: a call may take that long in all.
+                let limit = match deadline {
+                    Some(at) => settings
+                        .connect_timeout
+                        .min(at.saturating_duration_since(Instant::now())),
+                    None => settings.connect_timeout,
+                };
+                let error = match attempt_once(&mut inner, target, limit).await {
                     Ok(io) => return Ok(H::hand_over(attempt, io, settings.stable_after)),
                     Err(error) => error,
                 };

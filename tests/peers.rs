@@ -311,6 +311,25 @@ async fn connected_to_backoff_when_flapping_and_the_schedule_keeps_growing() {
     assert!(seen.contains(&(Connected, Backoff)));
 }
 
+/// hyper-util opens a spare connection when a request starts before the last one is back in
+/// its pool, and may close it without using it. Beside a connection that proved the peer, that
+/// is not flapping: the peer ends idle, its schedule untouched.
+#[tokio::test(start_paused = true)]
+async fn a_spare_connection_beside_a_proven_one_does_not_flap() {
+    let peers = table(exact());
+    let peer = peers.add_static("a").unwrap();
+    connect(&peer);
+    peer.record_success();
+    let spare = peer.try_begin_attempt().expect("a working peer admits more connections");
+    assert!(!spare.is_probe());
+    spare.succeeded();
+    peer.connection_closed(None);
+    peer.connection_closed(None);
+    assert_eq!(peer.state(), Idle);
+    assert_eq!(peer.snapshot().backoff_step, 0);
+    assert!(peer.try_begin_attempt().is_ok(), "no backoff after a clean close");
+}
+
 #[tokio::test(start_paused = true)]
 async fn connected_to_exhausted_when_flapping_at_the_limit() {
     let peers = table(exact_limited(2));

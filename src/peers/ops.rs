@@ -169,10 +169,13 @@ impl<K: PeerKey> Shared<K> {
         let mut st = t.lock();
         let before = st.public_state();
         st.open_connections = st.open_connections.saturating_add(1);
-        // A new connection proves nothing until it answers or stays up (DESIGN §3.3).
-        st.proven = false;
-        t.outcomes.set_unsettled(true);
         if probe {
+            // The connection that ends a round of failures (or the first one) proves nothing
+            // until it answers or stays up (DESIGN §3.3). A further connection opened beside a
+            // working one does not take the peer's proof away: the peer is not flapping just
+            // because a spare connection is closed before it carried a request.
+            st.proven = false;
+            t.outcomes.set_unsettled(true);
             st.probe_in_flight = false;
             st.suspect = false;
             st.next_attempt_at = None;

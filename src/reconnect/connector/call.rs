@@ -78,7 +78,9 @@ where
                     }
                     None => finished.await,
                 }
-                if matches!(peer.state(), PeerState::Connected | PeerState::Idle) {
+                // Only a peer with connections up lets followers connect side by side; after a
+                // detached hand-off they go one at a time through the gate anyway.
+                if peer.state() == PeerState::Connected {
                     // The probe got through: follow it, but not all in the same instant.
                     let mut rng = rng::generator(peer.derive_seed());
                     sleep(settings.stagger.mul_f64(rng::unit(&mut rng))).await;

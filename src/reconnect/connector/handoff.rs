@@ -31,7 +31,9 @@ pub enum Tracked {}
 /// (reqwest's `connector_layer` wants its `Conn`). redial cannot watch the connection, so the
 /// connect itself is taken as proof ([`Attempt::handed_off`]); and since such targets usually
 /// cannot be cloned either, each call makes at most one connect attempt (after waiting its turn
-/// at the peer's single-flight gate).
+/// at the peer's single-flight gate). With no open connection to count, the gate lets one
+/// connect through at a time even to a healthy peer: a burst of new connections is made one
+/// after another.
 #[derive(Debug, Clone, Copy)]
 pub enum Detached {}
 

@@ -320,14 +320,19 @@ async fn a_spare_connection_beside_a_proven_one_does_not_flap() {
     let peer = peers.add_static("a").unwrap();
     connect(&peer);
     peer.record_success();
-    let spare = peer.try_begin_attempt().expect("a working peer admits more connections");
+    let spare = peer
+        .try_begin_attempt()
+        .expect("a working peer admits more connections");
     assert!(!spare.is_probe());
     spare.succeeded();
     peer.connection_closed(None);
     peer.connection_closed(None);
     assert_eq!(peer.state(), Idle);
     assert_eq!(peer.snapshot().backoff_step, 0);
-    assert!(peer.try_begin_attempt().is_ok(), "no backoff after a clean close");
+    assert!(
+        peer.try_begin_attempt().is_ok(),
+        "no backoff after a clean close"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -311,6 +311,34 @@ async fn connected_to_backoff_when_flapping_and_the_schedule_keeps_growing() {
     assert!(seen.contains(&(Connected, Backoff)));
 }
 
+/// A connection handed off where redial cannot watch it (reqwest's pool) proves the peer at
+/// once: the schedule restarts and the peer is idle, since no open connection is counted.
+#[tokio::test(start_paused = true)]
+async fn a_handed_off_connection_proves_the_peer_and_leaves_it_idle() {
+    let peers = table(exact());
+    let peer = peers.add_static("a").unwrap();
+    let mut events = peers.subscribe();
+    fail_once(&peer);
+    advance(100 * MS).await;
+    peer.try_begin_attempt().unwrap().handed_off();
+    assert_eq!(peer.state(), Idle);
+    let snapshot = peer.snapshot();
+    assert_eq!((snapshot.backoff_step, snapshot.open_connections), (0, 0));
+    assert_eq!(
+        transitions(&mut events),
+        [
+            (Idle, Connecting),
+            (Connecting, Backoff),
+            (Backoff, Connecting),
+            (Connecting, Idle)
+        ]
+    );
+    assert!(
+        peer.try_begin_attempt().unwrap().is_probe(),
+        "still one at a time"
+    );
+}
+
 /// hyper-util opens a spare connection when a request starts before the last one is back in
 /// its pool, and may close it without using it. Beside a connection that proved the peer, that
 /// is not flapping: the peer ends idle, its schedule untouched.

@@ -102,7 +102,7 @@ impl<K: PeerKey> Attempt<K> {
     pub fn succeeded(mut self) {
         self.handle
             .shared
-            .attempt_succeeded(&self.handle.tracker, self.number, self.probe);
+            .attempt_connected(&self.handle.tracker, self.number, self.probe, true);
         // Only now: should the bookkeeping above unwind, `Drop` still releases the gate.
         self.finished = true;
     }
@@ -117,7 +117,7 @@ impl<K: PeerKey> Attempt<K> {
     pub fn handed_off(mut self) {
         self.handle
             .shared
-            .attempt_handed_off(&self.handle.tracker, self.number, self.probe);
+            .attempt_connected(&self.handle.tracker, self.number, self.probe, false);
         self.finished = true;
     }
 

@@ -164,40 +164,16 @@ impl<K: PeerKey> Shared<K> {
         Ok((number, probe))
     }
 
-    pub(super) fn attempt_succeeded(&self, t: &Tracker<K>, number: u32, probe: bool) {
-        let now = Instant::now();
-        let mut st = t.lock();
-        let before = st.public_state();
-        st.open_connections = st.open_connections.saturating_add(1);
-        if probe {
-            // The connection that ends a round of failures (or the first one) proves nothing
-            // until it answers or stays up (DESIGN §3.3). A further connection opened beside a
-            // working one does not take the peer's proof away: the peer is not flapping just
-            // because a spare connection is closed before it carried a request.
-            st.proven = false;
-            t.outcomes.set_unsettled(true);
-            st.probe_in_flight = false;
-            st.suspect = false;
-            st.next_attempt_at = None;
-        }
-        let total = st.run_started.map_or(Duration::ZERO, |s| now - s);
-        self.events.publish(
-            &t.key,
-            now,
-            EventKind::Connected {
-                attempts: number,
-                total,
-            },
-        );
-        self.settle(t, &st, before, now);
-        if probe {
-            let waiters = st.take_waiters();
-            drop(st);
-            wake(waiters);
-        }
-    }
-
-    pub(super) fn attempt_handed_off(&self, t: &Tracker<K>, number: u32, probe: bool) {
+    /// A connect attempt got through. A `tracked` connection counts as open until
+    /// [`connection_closed`](Self::connection_closed); an untracked one was handed off to code
+    /// that will not report its end, so the connect itself is taken as the proof.
+    pub(super) fn attempt_connected(
+        &self,
+        t: &Tracker<K>,
+        number: u32,
+        probe: bool,
+        tracked: bool,
+    ) {
         let now = Instant::now();
         let mut st = t.lock();
         let before = st.public_state();
@@ -205,8 +181,22 @@ impl<K: PeerKey> Shared<K> {
         if probe {
             st.probe_in_flight = false;
         }
-        st.prove();
-        t.outcomes.set_unsettled(false);
+        if !tracked {
+            st.prove();
+            t.outcomes.set_unsettled(false);
+        } else {
+            st.open_connections = st.open_connections.saturating_add(1);
+            if probe {
+                // The connection that ends a round of failures (or the first one) proves
+                // nothing until it answers or stays up (DESIGN §3.3). A further connection
+                // opened beside a working one leaves the peer's proof alone: a spare connection
+                // closed before it carried a request is not flapping.
+                st.proven = false;
+                t.outcomes.set_unsettled(true);
+                st.suspect = false;
+                st.next_attempt_at = None;
+            }
+        }
         self.events.publish(
             &t.key,
             now,

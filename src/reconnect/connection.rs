@@ -41,12 +41,23 @@ impl<K: PeerKey> OpenConnection<K> {
     /// Marks the peer proven once the connection has been up for `stable_after`. Cheap once the
     /// peer is proven: no clock read, no lock.
     pub(crate) fn check_stable(&mut self) {
+        self.check_uptime(|opened| opened.elapsed());
+    }
+
+    /// Like [`check_stable`](Self::check_stable), for a connection known to have been up until
+    /// `until` (when a call on it found it broken): one that broke after `stable_after` of
+    /// uptime proved the peer, even if nobody polled it meanwhile.
+    pub(crate) fn check_stable_until(&mut self, until: Instant) {
+        self.check_uptime(|opened| until.saturating_duration_since(opened));
+    }
+
+    fn check_uptime(&mut self, uptime: impl FnOnce(Instant) -> Duration) {
         if self.proven {
             return;
         }
         if !self.peer.needs_proof() {
             self.proven = true;
-        } else if self.opened.elapsed() >= self.stable_after {
+        } else if uptime(self.opened) >= self.stable_after {
             self.peer.mark_proven();
             self.proven = true;
         }

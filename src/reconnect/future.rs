@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower::BoxError;
 
 use super::BrokenConnection;
@@ -18,7 +19,8 @@ use crate::peers::{PeerHandle, PeerKey};
 pub(crate) struct CallReport<K: PeerKey> {
     peer: PeerHandle<K>,
     classifier: BrokenConnection,
-    broken: OnceLock<String>,
+    /// Why and when a call found the connection broken.
+    broken: OnceLock<(String, Instant)>,
 }
 
 impl<K: PeerKey> CallReport<K> {
@@ -30,16 +32,16 @@ impl<K: PeerKey> CallReport<K> {
         }
     }
 
-    /// Why the connection broke, if a call found it broken.
-    pub(crate) fn broken(&self) -> Option<&str> {
-        self.broken.get().map(String::as_str)
+    /// Why the connection broke and when the call found it so, if one did.
+    pub(crate) fn broken(&self) -> Option<(&str, Instant)> {
+        self.broken.get().map(|(reason, at)| (reason.as_str(), *at))
     }
 
     fn failed(&self, error: &BoxError) {
         let error: &(dyn std::error::Error + 'static) = &**error;
         if self.classifier.is_broken(error) {
             // The failure is counted once, when the owner closes the connection with it.
-            let _ = self.broken.set(error.to_string());
+            let _ = self.broken.set((error.to_string(), Instant::now()));
         } else {
             self.peer.record_failure(&error);
         }

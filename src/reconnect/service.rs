@@ -352,7 +352,9 @@ where
                     connection,
                     report,
                 } => {
-                    if let Some(reason) = report.broken() {
+                    if let Some((reason, at)) = report.broken() {
+                        // Up until that call's answer, which may be past `stable_after`.
+                        connection.check_stable_until(at);
                         connection.close(Some(&reason));
                         self.state = State::Idle;
                         continue;

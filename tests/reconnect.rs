@@ -1254,6 +1254,45 @@ async fn requests_in_flight_on_a_broken_connection_still_complete() {
 // 10. One process, one probe
 // ---------------------------------------------------------------------------------------------
 
+/// A service past its fail-fast window that follows another's successful probe waits out its
+/// stagger pending: the peer is up, so failing calls with `Unavailable` meanwhile would be wrong.
+#[tokio::test(start_paused = true)]
+async fn a_follower_waits_out_its_stagger_instead_of_failing_fast() {
+    let peers = table(exact());
+    // Down until 1 s; each attempt takes 10 ms.
+    let dialer = Dialer::new(|_, t| if t < SEC { Refuse } else { Open(Good) });
+    dialer.latency(10 * MS);
+    let layer = builder(&peers)
+        .fail_fast(Some(300 * MS))
+        .stagger(100 * MS)
+        .build()
+        .unwrap();
+    let mut prober = layer.layer(dialer.clone());
+    let mut follower = layer.layer(dialer.clone());
+    let start = Instant::now();
+    // The prober takes the first probe; the follower starts its fail-fast clock waiting on it.
+    assert!(poll_once(&mut prober).await.is_pending());
+    assert!(poll_once(&mut follower).await.is_pending());
+    // Only the prober is driven through the outage: 0, 110, 320, 730, then 1540 connects.
+    while !prober.is_connected() {
+        let _ = poll_once(&mut prober).await;
+        sleep(5 * MS).await;
+        assert!(
+            Instant::now() - start < 5 * SEC,
+            "the prober never connected"
+        );
+    }
+    assert_eq!(dialer.attempts(), [0, 110, 320, 730, 1540]);
+    let connected_at = as_ms(Instant::now() - start);
+    let seen = poll_every(&mut follower, start, 5, connected_at + 150).await;
+    assert_eq!(seen[0].1, Seen::Pending, "the follower staggers: {seen:?}");
+    assert!(
+        !seen.iter().any(|(_, s)| *s == Seen::Unavailable),
+        "the follower failed fast while the peer was up: {seen:?}"
+    );
+    assert!(follower.is_connected(), "{seen:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn twenty_services_make_one_attempt_per_step_and_follow_the_probe() {
     let peers = table(exact());

@@ -17,6 +17,12 @@ use crate::peers::{PeerHandle, PeerKey};
 /// [`Peers`](crate::peers::Peers) table follow the peer's one backoff schedule: while the peer is
 /// down the whole process makes one connect attempt per backoff step.
 ///
+/// Use it over a connector that connects once per call. Stacked over a
+/// [`ConnectLayer`](super::connector::ConnectLayer) keyed to the same peer of the same table, the
+/// two would share one single-flight gate: the outer attempt holds the peer's probe and the inner
+/// call waits for it, so nothing ever connects. Give the inner connector its own table, or use
+/// one of the two.
+///
 /// See the [module documentation](super) for an example.
 pub struct ReconnectLayer<T, K: PeerKey> {
     peer: PeerHandle<K>,

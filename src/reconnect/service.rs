@@ -28,6 +28,13 @@ use crate::rng;
 /// [`Unavailable`], while each `poll_ready` keeps reconnecting. When the peer's attempts are
 /// exhausted, calls fail with [`Exhausted`].
 ///
+/// Fail-fast is about an unreachable peer. While the peer is known to be up, the short waits
+/// stay pending however long the service has been without a connection: the stagger after
+/// another service's successful probe, and a connect attempt made beside working connections
+/// (bounded by the connect timeout). In fail-fast mode an attempt advances only when
+/// `poll_ready` is called: a caller that polls rarely may see one more `Unavailable` after the
+/// peer is back, while its connection completes.
+///
 /// # Clones
 ///
 /// A clone shares the [`Peers`](crate::peers::Peers) table, and so the peer's tracker, its one
@@ -90,7 +97,15 @@ enum Step {
     Yield,
     /// Nothing to do until woken or until this instant.
     Wait(Instant),
+    /// The peer is up (this service follows another's successful probe, or connects beside
+    /// working connections): wait pending until this instant, even past the fail-fast window,
+    /// which is about the peer being unreachable. Bounded by the stagger or the connect timeout.
+    Hold(Instant),
 }
+
+/// State changes one `poll_ready` may go through before it yields. The shared peer state
+/// never allows an endless run of immediate retries, but a bound here does not depend on it.
+const MAX_STEPS_PER_POLL: usize = 16;
 
 impl<M, T, K> Reconnect<M, T, K>
 where
@@ -226,7 +241,7 @@ where
         }
         if let Some(at) = self.stagger_until {
             if now < at {
-                return Ok(Step::Wait(at));
+                return Ok(Step::Hold(at));
             }
             self.stagger_until = None;
         }
@@ -270,12 +285,20 @@ where
     /// Drives the connect attempt under way.
     fn connect(&mut self, cx: &mut Context<'_>) -> Step {
         let State::Connecting {
-            future, deadline, ..
+            attempt,
+            future,
+            deadline,
         } = &mut self.state
         else {
             return Step::Again;
         };
         let deadline = *deadline;
+        // A probe may be hanging on an unreachable peer, so fail-fast applies while it runs;
+        // any other attempt runs beside working connections to a peer known to be up.
+        let wait = match attempt.is_probe() {
+            true => Step::Wait(deadline),
+            false => Step::Hold(deadline),
+        };
         let outcome = if Instant::now() >= deadline {
             Err(Box::new(ConnectTimeout {
                 after: self.settings.connect_timeout,
@@ -288,13 +311,13 @@ where
                         future.insert(Box::pin(self.connector.call(self.target.clone())))
                     }
                     Poll::Ready(Err(error)) => return self.failed(error.into()),
-                    Poll::Pending => return Step::Wait(deadline),
+                    Poll::Pending => return wait,
                 },
             };
             match future.as_mut().poll(cx) {
                 Poll::Ready(Ok(service)) => Ok(service),
                 Poll::Ready(Err(error)) => Err(error.into()),
-                Poll::Pending => return Step::Wait(deadline),
+                Poll::Pending => return wait,
             }
         };
         match outcome {
@@ -345,7 +368,7 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.ready = Readiness::NotPolled;
-        loop {
+        for _ in 0..MAX_STEPS_PER_POLL {
             let step = match &mut self.state {
                 State::Connected {
                     service,
@@ -389,8 +412,14 @@ where
                     return self.not_ready(cx, None);
                 }
                 Step::Wait(at) => return self.not_ready(cx, Some(at)),
+                Step::Hold(at) => {
+                    self.arm(cx, at);
+                    return Poll::Pending;
+                }
             }
         }
+        cx.waker().wake_by_ref();
+        self.not_ready(cx, None)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {

@@ -334,10 +334,6 @@ async fn hyper_client_recovers_within_one_step_of_a_restart() {
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(connector);
 
-        // One request, so one connection: a second request could race the first connection's
-        // return to the pool and have hyper-util open a spare connection that never answers;
-        // the peer then counts as unproven (its proof is per peer, reset by each new connection)
-        // and the stop below would step its backoff as if it flapped.
         get_hello(&client, &uri).await.expect("server is up");
         let up = snapshot(&peers, &key);
         assert_eq!(up.state, PeerState::Connected);
@@ -389,6 +385,9 @@ async fn hyper_client_recovers_within_one_step_of_a_restart() {
         let end = snapshot(&peers, &key);
         assert_eq!(end.state, PeerState::Connected, "{end:?}");
         assert_eq!(end.backoff_step, 0, "the response reset the schedule");
+        // The answer on the new connection counted as a success and ended the run of failures.
+        assert_eq!(end.consecutive_failures, 0, "{end:?}");
+        assert!(end.successes >= 2, "one success per answered connection: {end:?}");
         get_hello(&client, &uri).await.expect("still up");
     })
     .await;

@@ -63,13 +63,13 @@ impl<K: PeerKey> OpenConnection<K> {
         }
     }
 
-    /// The peer answered on this connection: proof that it works. Cheap after the first time.
-    pub(crate) fn prove(&mut self) {
+    /// The peer answered on this connection: counts a success, which is also the proof that
+    /// resets its backoff. Only the first answer counts: a connection cannot tell one response
+    /// from the next.
+    pub(crate) fn answered(&mut self) {
         if !self.proven {
             self.proven = true;
-            if self.peer.needs_proof() {
-                self.peer.mark_proven();
-            }
+            self.peer.record_success();
         }
     }
 

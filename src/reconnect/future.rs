@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use super::BrokenConnection;
+use super::error::Chain;
 use crate::peers::{PeerHandle, PeerKey};
 
 /// What the calls on one connection report back to the service that owns it: outcomes go to
@@ -41,9 +42,9 @@ impl<K: PeerKey> CallReport<K> {
         let error: &(dyn std::error::Error + 'static) = &**error;
         if self.classifier.is_broken(error) {
             // The failure is counted once, when the owner closes the connection with it.
-            let _ = self.broken.set((error.to_string(), Instant::now()));
+            let _ = self.broken.set((Chain(error).to_string(), Instant::now()));
         } else {
-            self.peer.record_failure(&error);
+            self.peer.record_failure(&Chain(error));
         }
     }
 }

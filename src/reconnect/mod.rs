@@ -50,7 +50,7 @@
 mod builder;
 mod classify;
 mod connection;
-mod error;
+pub(crate) mod error;
 mod future;
 mod layer;
 mod service;

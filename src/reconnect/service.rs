@@ -14,6 +14,7 @@ use tower::{BoxError, Service};
 
 use super::builder::Settings;
 use super::connection::OpenConnection;
+use super::error::Chain;
 use super::future::{CallReport, ResponseFuture};
 use super::{ConnectTimeout, Exhausted, NotReady, Unavailable};
 use crate::peers::{Attempt, AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
@@ -346,7 +347,7 @@ where
         let State::Connecting { attempt, .. } = mem::replace(&mut self.state, State::Idle) else {
             return Step::Again;
         };
-        match attempt.failed(&error) {
+        match attempt.failed(&Chain(&*error)) {
             NextAttempt::After(delay) if delay.is_zero() => Step::Yield,
             _ => Step::Again,
         }
@@ -391,7 +392,7 @@ where
                         }
                         Poll::Ready(Err(error)) => {
                             let error: BoxError = error.into();
-                            connection.close(Some(&error));
+                            connection.close(Some(&Chain(&*error)));
                             self.state = State::Idle;
                             continue;
                         }

@@ -10,6 +10,7 @@ use tower::{BoxError, Service};
 use super::builder::ConnectSettings;
 use super::handoff::Handoff;
 use crate::peers::{AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
+use crate::reconnect::error::Chain;
 use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::rng;
 
@@ -51,7 +52,7 @@ where
                     Ok(io) => return Ok(H::hand_over(attempt, io, settings.stable_after)),
                     Err(error) => error,
                 };
-                match (attempt.failed(&error), again) {
+                match (attempt.failed(&Chain(&*error)), again) {
                     (NextAttempt::After(_), Some(next)) => {
                         target = next;
                         continue;

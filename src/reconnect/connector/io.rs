@@ -17,7 +17,9 @@ pin_project! {
     /// (tokio's `AsyncRead`/`AsyncWrite`, and with feature `hyper` hyper's `rt::Read`/`rt::Write`
     /// and hyper-util's `Connection`), and reports to the peer's tracker:
     ///
-    /// - the first bytes received prove the peer works and reset its backoff;
+    /// - the first bytes received count as a success of the peer, which proves that it works
+    ///   and resets its backoff (later bytes are not counted: a connection cannot tell one
+    ///   response from the next);
     /// - an IO error ends the connection as broken (the peer turns suspect);
     /// - dropping it closes the connection; one that closes before any proof (and before
     ///   `stable_after` of uptime) is flapping, so the peer's backoff keeps growing.
@@ -73,7 +75,7 @@ pub(super) fn note_read<K: PeerKey>(
     match result {
         Ok(()) if got_bytes && !*answered => {
             *answered = true;
-            connection.prove();
+            connection.answered();
         }
         Ok(()) => {}
         Err(error) => connection.close(Some(error)),

@@ -387,7 +387,10 @@ async fn hyper_client_recovers_within_one_step_of_a_restart() {
         assert_eq!(end.backoff_step, 0, "the response reset the schedule");
         // The answer on the new connection counted as a success and ended the run of failures.
         assert_eq!(end.consecutive_failures, 0, "{end:?}");
-        assert!(end.successes >= 2, "one success per answered connection: {end:?}");
+        assert!(
+            end.successes >= 2,
+            "one success per answered connection: {end:?}"
+        );
         get_hello(&client, &uri).await.expect("still up");
     })
     .await;

@@ -9,7 +9,7 @@ use super::builder::{ReconnectBuilder, Settings};
 use super::service::Reconnect;
 use crate::peers::{PeerHandle, PeerKey};
 
-/// Wraps a connector (a [`MakeService`](tower::MakeService): a `Service<T>` whose responses are
+/// Wraps a connector (a [`MakeService`](https://docs.rs/tower/0.5/tower/trait.MakeService.html): a `Service<T>` whose responses are
 /// services) into a [`Reconnect`] service that connects to `target`, keeps the connection, and
 /// replaces it with backoff when it breaks.
 ///

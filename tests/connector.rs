@@ -664,6 +664,7 @@ async fn concurrent_calls_to_a_dead_peer_share_one_probe_per_step() {
         let peers: Peers<String> = peers();
         let log = AttemptLog::default();
         let connector = ConnectLayer::builder(peers.clone(), UriKey)
+            .connect_timeout(DEADLINE)
             .call_deadline(Some(DEADLINE))
             .build()
             .unwrap()
@@ -908,10 +909,12 @@ async fn a_hanging_connect_times_out_and_backs_off() {
 }
 
 /// `call_deadline` is "how long one call may take in all": an attempt under way when it passes
-/// is cut there, and counts as a timed-out attempt, not as a cancelled one.
+/// is cut there. A call whose budget was eaten by waiting cancels its cut attempt instead of
+/// charging the peer with a timeout it never had the full connect timeout to meet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_call_deadline_cuts_a_hanging_connect() {
-    const DEADLINE: Duration = Duration::from_millis(300);
+async fn the_call_deadline_cuts_an_attempt_without_charging_the_peer() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const DEADLINE: Duration = Duration::from_millis(400);
 
     capped(async {
         let uri: Uri = "http://127.0.0.1:9/".parse().unwrap();
@@ -921,12 +924,17 @@ async fn the_call_deadline_cuts_a_hanging_connect() {
             std::future::pending::<Result<TokioIo<TcpStream>, std::io::Error>>()
         });
         let connector = ConnectLayer::builder(peers.clone(), UriKey)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(TIMEOUT)
+            .attempts_per_call(1)
             .call_deadline(Some(DEADLINE))
             .build()
             .unwrap()
             .layer(never);
 
+        // A takes the probe, which times out at 300 ms: a failure, 50 ms of backoff.
+        let first = tokio::spawn(connector.clone().oneshot(uri.clone()));
+        sleep(200 * MS).await;
+        // B waits for A's probe, then the backoff, then attempts with 150 ms of budget left.
         let started = Instant::now();
         let error = timeout(Duration::from_secs(10), connector.oneshot(uri.clone()))
             .await
@@ -939,15 +947,22 @@ async fn the_call_deadline_cuts_a_hanging_connect() {
             chain(&*error)
         );
         assert!(
-            find_in_chain::<ConnectTimeout>(&*error).is_some()
-                || find_in_chain::<redial::reconnect::Unavailable>(&*error).is_some(),
+            find_in_chain::<redial::reconnect::Unavailable>(&*error).is_some(),
             "{}",
             chain(&*error)
         );
-        // The cut attempt failed like a timed-out one: the peer backs off.
+        let first = first
+            .await
+            .unwrap()
+            .expect_err("A's connect never completes");
+        assert!(
+            find_in_chain::<ConnectTimeout>(&*first).is_some(),
+            "{}",
+            chain(&*first)
+        );
+        // Only A's full-length attempt counted against the peer.
         let s = snapshot(&peers, &key);
-        assert_eq!(s.state, PeerState::Backoff, "{s:?}");
-        assert_eq!((s.attempts, s.failures), (1, 1));
+        assert_eq!((s.attempts, s.failures), (2, 1), "{s:?}");
         assert!(!s.attempt_in_flight);
     })
     .await;

@@ -117,6 +117,11 @@ impl<K: PeerKey> PeerHandle<K> {
         self.tracker.lock().last_error.get().map(Arc::from)
     }
 
+    /// When the peer's schedule ran out, if it is exhausted.
+    pub(crate) fn exhausted_at(&self) -> Option<tokio::time::Instant> {
+        self.tracker.lock().exhausted_at
+    }
+
     /// When the peer's backoff lets the next attempt start, if it is waiting.
     pub(crate) fn next_attempt_at(&self) -> Option<tokio::time::Instant> {
         self.tracker.lock().next_attempt_at

@@ -269,6 +269,7 @@ impl<K: PeerKey> Shared<K> {
             None => {
                 st.next_attempt_at = None;
                 st.exhausted = true;
+                st.exhausted_at = Some(now);
                 let error = st.last_error.get().map(Arc::from);
                 self.events
                     .publish(&t.key, now, EventKind::Exhausted { attempts, error });

@@ -32,6 +32,8 @@ pub(crate) struct Tracker<K> {
 pub(crate) struct TrackerState {
     /// The schedule's attempt or time limit was reached; cleared only by proof or a reset.
     pub(crate) exhausted: bool,
+    /// When the schedule ran out, for cool-downs that every service of the peer agrees on.
+    pub(crate) exhausted_at: Option<Instant>,
     /// A connection broke or a connect attempt failed since the last successful probe: the peer
     /// may be down, so new attempts go through the single-flight gate even while some
     /// connections are still up.
@@ -85,6 +87,7 @@ impl TrackerState {
         self.next_attempt_at = None;
         self.run_started = None;
         self.exhausted = false;
+        self.exhausted_at = None;
     }
 
     /// Takes the tasks waiting on the probe, to be woken once the lock is released: a waker may
@@ -109,6 +112,7 @@ impl<K> Tracker<K> {
             is_static: AtomicBool::new(origin == Origin::Static),
             state: Mutex::new(TrackerState {
                 exhausted: false,
+                exhausted_at: None,
                 suspect: false,
                 ejected_until: None,
                 times_ejected: 0,

@@ -7,6 +7,9 @@ use super::{BrokenConnection, ReconnectLayer};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::peers::{PeerHandle, PeerKey};
 
+/// The largest stagger a builder accepts.
+pub(crate) const MAX_STAGGER: Duration = Duration::from_secs(60);
+
 /// What every service made by one [`ReconnectLayer`] shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -94,7 +97,7 @@ impl<T, K: PeerKey> ReconnectBuilder<T, K> {
 
     /// When another service's probe brings the peer back, this service waits a random delay in
     /// `[0, stagger)` before connecting, so that many services do not all connect in the same
-    /// instant. Zero connects at once.
+    /// instant. Zero connects at once; at most one minute.
     pub fn stagger(mut self, stagger: Duration) -> Self {
         self.settings.stagger = stagger;
         self
@@ -124,6 +127,18 @@ impl<T, K: PeerKey> ReconnectBuilder<T, K> {
                 ConfigErrorKind::Zero,
                 "must be greater than zero; use `None` to wait for an explicit reset, or raise \
                  the backoff's `max_attempts` to keep trying",
+            ));
+        }
+        if s.stagger > MAX_STAGGER {
+            return Err(ConfigError::new(
+                "reconnect",
+                "stagger",
+                ConfigErrorKind::TooLarge,
+                format!(
+                    "{:?} is above the limit of {:?}: a stagger spreads reconnects over a moment, \
+                     it is not a delay",
+                    s.stagger, MAX_STAGGER
+                ),
             ));
         }
         Ok(ReconnectLayer::from_parts(

@@ -57,8 +57,6 @@ where
     timer: Option<Pin<Box<Sleep>>>,
     /// Since when this service has had no usable connection; the fail-fast clock.
     down_since: Option<Instant>,
-    /// When this service found the peer exhausted; the cool-down clock.
-    exhausted_since: Option<Instant>,
     /// Set while waiting for another task's probe, so that its end spreads the followers.
     following: bool,
     stagger_until: Option<Instant>,
@@ -131,7 +129,6 @@ where
             ready: Readiness::NotPolled,
             timer: None,
             down_since: None,
-            exhausted_since: None,
             following: false,
             stagger_until: None,
             rng,
@@ -152,8 +149,6 @@ where
     /// peer. The next `poll_ready` may connect at once.
     pub fn reset(&mut self) {
         self.peer.reset();
-        self.exhausted_since = None;
-        self.ready = Readiness::NotPolled;
     }
 
     fn unavailable(&self) -> BoxError {
@@ -237,7 +232,8 @@ where
         if self.following {
             self.following = false;
             if !self.settings.stagger.is_zero() && self.peer.state() == PeerState::Connected {
-                self.stagger_until = Some(now + self.stagger());
+                let stagger = self.stagger();
+                self.stagger_until = Some(now.checked_add(stagger).unwrap_or(now + FAR));
             }
         }
         if let Some(at) = self.stagger_until {
@@ -248,7 +244,6 @@ where
         }
         match self.peer.try_begin_attempt() {
             Ok(attempt) => {
-                self.exhausted_since = None;
                 self.state = State::Connecting {
                     attempt,
                     future: None,
@@ -267,12 +262,13 @@ where
                 }
             },
             Err(AttemptDenied::Exhausted) => {
-                let since = *self.exhausted_since.get_or_insert(now);
                 if let Some(cooldown) = self.settings.exhausted_cooldown {
+                    // The peer's clock, not this service's: every service of the peer agrees
+                    // on when the cool-down ends, so the peer is reset once, not once each.
+                    let since = self.peer.exhausted_at().unwrap_or(now);
                     let at = since.checked_add(cooldown).unwrap_or(now + FAR);
                     if now >= at {
                         self.peer.reset();
-                        self.exhausted_since = None;
                         return Ok(Step::Again);
                     }
                     self.arm(cx, at);
@@ -434,6 +430,26 @@ where
             Readiness::Unavailable => ResponseFuture::failed(self.unavailable()),
             Readiness::Exhausted => ResponseFuture::failed(self.exhausted()),
             Readiness::NotPolled => ResponseFuture::failed(Box::new(NotReady)),
+        }
+    }
+}
+
+impl<M, T, K> Drop for Reconnect<M, T, K>
+where
+    M: Service<T>,
+    K: PeerKey,
+{
+    fn drop(&mut self) {
+        // A call may have found the connection broken since the last `poll_ready`: close it
+        // as broken, with its uptime up to then, rather than as a clean close now.
+        if let State::Connected {
+            connection, report, ..
+        } = &mut self.state
+        {
+            if let Some((reason, at)) = report.broken() {
+                connection.check_stable_until(at);
+                connection.close(Some(&reason));
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{ConnectLayer, Tracked};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::peers::{PeerKey, Peers};
+use crate::reconnect::builder::MAX_STAGGER;
 
 /// What every call of one connector shares.
 #[derive(Debug, Clone)]
@@ -73,9 +74,11 @@ impl<KF, K: PeerKey> ConnectBuilder<KF, K> {
     }
 
     /// How long one call may take in all, waiting for the peer's backoff or for another call's
-    /// attempt included. A call that would have to wait past it fails at once with
-    /// [`Unavailable`](crate::reconnect::Unavailable) instead. `None` waits as long as the
-    /// attempts last.
+    /// attempt included; then the call fails with [`Unavailable`](crate::reconnect::Unavailable).
+    /// A call that would have to wait for a backoff ending past it fails at once. An attempt
+    /// that the deadline cuts short is cancelled, not counted against the peer: it did not get
+    /// the whole connect timeout. Must be at least `connect_timeout`. `None` lets a call wait
+    /// for its turn at the gate as long as that takes.
     pub fn call_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.settings.call_deadline = deadline;
         self
@@ -89,7 +92,7 @@ impl<KF, K: PeerKey> ConnectBuilder<KF, K> {
     }
 
     /// When another call's attempt brings the peer back, a waiting call waits a random delay
-    /// in `[0, stagger)` before connecting. Zero connects at once.
+    /// in `[0, stagger)` before connecting. Zero connects at once; at most one minute.
     pub fn stagger(mut self, stagger: Duration) -> Self {
         self.settings.stagger = stagger;
         self
@@ -114,12 +117,25 @@ impl<KF, K: PeerKey> ConnectBuilder<KF, K> {
                 "must be at least 1: a call must be allowed to try once",
             ));
         }
-        if s.call_deadline.is_some_and(|d| d.is_zero()) {
+        if s.call_deadline.is_some_and(|d| d < s.connect_timeout) {
             return Err(ConfigError::new(
                 "connector",
                 "call_deadline",
-                ConfigErrorKind::Zero,
-                "must be greater than zero; use `None` for no deadline",
+                ConfigErrorKind::Inconsistent,
+                "must be at least `connect_timeout`, so that a call can wait out one whole \
+                 attempt; use `None` for no deadline",
+            ));
+        }
+        if s.stagger > MAX_STAGGER {
+            return Err(ConfigError::new(
+                "connector",
+                "stagger",
+                ConfigErrorKind::TooLarge,
+                format!(
+                    "{:?} is above the limit of {:?}: a stagger spreads reconnects over a moment, \
+                     it is not a delay",
+                    s.stagger, MAX_STAGGER
+                ),
             ));
         }
         Ok(ConnectLayer {

@@ -4,7 +4,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tower::{BoxError, Service};
 
 use super::builder::ConnectSettings;
@@ -34,6 +34,9 @@ where
     let mut target = target;
     let mut tries = 0u32;
     loop {
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Err(unavailable(&peer, started));
+        }
         let denied = match peer.try_begin_attempt() {
             Ok(attempt) => {
                 tries += 1;
@@ -41,14 +44,22 @@ where
                     true => replay(&target),
                     false => None,
                 };
-                // The call's deadline bounds the attempt too: a call may take that long in all.
-                let limit = match deadline {
-                    Some(at) => settings
-                        .connect_timeout
-                        .min(at.saturating_duration_since(Instant::now())),
-                    None => settings.connect_timeout,
+                let attempt_ends = Instant::now() + settings.connect_timeout;
+                let connect = attempt_once(&mut inner, target, settings.connect_timeout);
+                let outcome = match deadline.filter(|at| *at < attempt_ends) {
+                    // The call's deadline comes first: it bounds the attempt too, but cutting
+                    // an attempt short is the caller's impatience, not the peer's failure, so
+                    // the attempt is cancelled rather than counted as failed.
+                    Some(at) => match timeout_at(at, connect).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            drop(attempt);
+                            return Err(unavailable(&peer, started));
+                        }
+                    },
+                    None => connect.await,
                 };
-                let error = match attempt_once(&mut inner, target, limit).await {
+                let error = match outcome {
                     Ok(io) => return Ok(H::hand_over(attempt, io, settings.stable_after)),
                     Err(error) => error,
                 };
@@ -64,7 +75,7 @@ where
         };
         match denied {
             AttemptDenied::Backoff { until } => {
-                if deadline.is_some_and(|d| until > d) {
+                if deadline.is_some_and(|d| until >= d) {
                     return Err(unavailable(&peer, started));
                 }
                 sleep_until(until).await;
@@ -84,7 +95,9 @@ where
                 if peer.state() == PeerState::Connected {
                     // The probe got through: follow it, but not all in the same instant.
                     let mut rng = rng::generator(peer.derive_seed());
-                    sleep(settings.stagger.mul_f64(rng::unit(&mut rng))).await;
+                    let stagger = settings.stagger.mul_f64(rng::unit(&mut rng));
+                    let until = Instant::now() + stagger;
+                    sleep_until(deadline.map_or(until, |at| at.min(until))).await;
                 }
             }
             AttemptDenied::Exhausted => {

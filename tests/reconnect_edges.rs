@@ -162,3 +162,53 @@ fn a_call_deadline_shorter_than_the_connect_timeout_is_rejected() {
         ("call_deadline", ConfigErrorKind::Inconsistent)
     );
 }
+
+/// A service that takes the probe and is then never polled again (left behind in a `select!`,
+/// or an endpoint a balancer stopped choosing) must not hold the peer's gate for the whole
+/// process: past the probe's connect timeout, the next service takes the gate over and the
+/// abandoned probe counts as a timed-out attempt.
+#[tokio::test(start_paused = true)]
+async fn a_probe_left_behind_by_an_unpolled_service_is_taken_over_after_its_timeout() {
+    let peers: Peers<Key> = Peers::builder().backoff(exact(None)).build().unwrap();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&dials);
+    let connector = service_fn(move |_: ()| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, io::Error>(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }))
+        }
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(None)
+        .build()
+        .unwrap();
+    let mut left_behind = layer.layer(connector.clone());
+    let mut other = layer.layer(connector);
+    let _ = tokio::time::timeout(10 * MS, left_behind.ready()).await;
+    assert_eq!(peer.state(), PeerState::Connecting);
+
+    let started = tokio::time::Instant::now();
+    let reply = tokio::time::timeout(60 * SEC, async { other.ready().await?.call(7).await })
+        .await
+        .expect("the other service connects")
+        .unwrap();
+    assert_eq!(reply, 7);
+    // Taken over at the probe's deadline (1 s after it started), then one backoff step.
+    assert_eq!(started.elapsed(), SEC - 10 * MS + 100 * MS);
+    assert_eq!(dials.load(Ordering::SeqCst), 2);
+    let snapshot = peer.snapshot();
+    assert_eq!(snapshot.failures, 1, "{snapshot:?}");
+    assert!(snapshot.last_error.unwrap().contains("abandoned"));
+    assert_eq!(peer.state(), PeerState::Connected);
+    drop(left_behind);
+    assert_eq!(
+        peer.state(),
+        PeerState::Connected,
+        "the stale attempt's drop changes nothing"
+    );
+}

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ops::Ticket;
 use super::{PeerHandle, PeerKey};
 
 /// A connect attempt granted by [`PeerHandle::try_begin_attempt`].
@@ -22,7 +23,7 @@ use super::{PeerHandle, PeerKey};
 pub struct Attempt<K: PeerKey> {
     handle: PeerHandle<K>,
     number: u32,
-    probe: bool,
+    ticket: Ticket,
     finished: bool,
 }
 
@@ -71,11 +72,11 @@ impl Display for AttemptDenied {
 impl std::error::Error for AttemptDenied {}
 
 impl<K: PeerKey> Attempt<K> {
-    pub(crate) fn new(handle: PeerHandle<K>, number: u32, probe: bool) -> Self {
+    pub(crate) fn new(handle: PeerHandle<K>, number: u32, ticket: Ticket) -> Self {
         Self {
             handle,
             number,
-            probe,
+            ticket,
             finished: false,
         }
     }
@@ -87,7 +88,7 @@ impl<K: PeerKey> Attempt<K> {
 
     /// Whether this is the probe: the one attempt allowed while no connection to the peer is up.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe
     }
 
     /// The peer this attempt is for.
@@ -102,7 +103,7 @@ impl<K: PeerKey> Attempt<K> {
     pub fn succeeded(mut self) {
         self.handle
             .shared
-            .attempt_connected(&self.handle.tracker, self.number, self.probe, true);
+            .attempt_connected(&self.handle.tracker, self.number, self.ticket, true);
         // Only now: should the bookkeeping above unwind, `Drop` still releases the gate.
         self.finished = true;
     }
@@ -117,7 +118,7 @@ impl<K: PeerKey> Attempt<K> {
     pub fn handed_off(mut self) {
         self.handle
             .shared
-            .attempt_connected(&self.handle.tracker, self.number, self.probe, false);
+            .attempt_connected(&self.handle.tracker, self.number, self.ticket, false);
         self.finished = true;
     }
 
@@ -128,10 +129,12 @@ impl<K: PeerKey> Attempt<K> {
     /// (one granted while connections were up) does not step it: the returned delay is what is
     /// left of the current backoff, often zero, and the next attempt will be a probe.
     pub fn failed(mut self, error: &dyn Display) -> NextAttempt {
-        let next =
-            self.handle
-                .shared
-                .attempt_failed(&self.handle.tracker, self.number, self.probe, error);
+        let next = self.handle.shared.attempt_failed(
+            &self.handle.tracker,
+            self.number,
+            self.ticket,
+            error,
+        );
         // Only now: should the error's `Display` panic, `Drop` still releases the gate.
         self.finished = true;
         next
@@ -143,7 +146,7 @@ impl<K: PeerKey> Drop for Attempt<K> {
         if !self.finished {
             self.handle
                 .shared
-                .attempt_cancelled(&self.handle.tracker, self.probe);
+                .attempt_cancelled(&self.handle.tracker, self.ticket);
         }
     }
 }

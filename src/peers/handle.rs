@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::attempt::{Attempt, AttemptDenied};
 use super::report::PeerSnapshot;
 use super::state::{Origin, PeerState};
@@ -87,8 +89,24 @@ impl<K: PeerKey> PeerHandle<K> {
     /// the whole process, and only once the backoff delay of the last failure has passed. With a
     /// connection up, more attempts are let through at once.
     pub fn try_begin_attempt(&self) -> Result<Attempt<K>, AttemptDenied> {
-        let (number, probe) = self.shared.begin_attempt(&self.tracker)?;
-        Ok(Attempt::new(self.clone(), number, probe))
+        let (number, ticket) = self.shared.begin_attempt(&self.tracker, None)?;
+        Ok(Attempt::new(self.clone(), number, ticket))
+    }
+
+    /// Like [`try_begin_attempt`](Self::try_begin_attempt), for an attempt that will have an
+    /// outcome by `deadline` (its connect timeout). Should its owner stop driving it, the next
+    /// task to ask after the deadline counts it as timed out and takes the gate over, so a probe
+    /// left behind by a service nobody polls cannot hold the peer for the whole process.
+    pub fn try_begin_attempt_until(&self, deadline: Instant) -> Result<Attempt<K>, AttemptDenied> {
+        let (number, ticket) = self.shared.begin_attempt(&self.tracker, Some(deadline))?;
+        Ok(Attempt::new(self.clone(), number, ticket))
+    }
+
+    /// When the probe in flight must have ended, if one is under way with a deadline: the
+    /// instant for a waiting task to arm a timer for.
+    pub(crate) fn probe_deadline(&self) -> Option<Instant> {
+        let st = self.tracker.lock();
+        st.probe_deadline.filter(|_| st.probe_in_flight)
     }
 
     /// `Ready` once no probe of this peer is under way; otherwise arranges for the task to be
@@ -118,12 +136,12 @@ impl<K: PeerKey> PeerHandle<K> {
     }
 
     /// When the peer's schedule ran out, if it is exhausted.
-    pub(crate) fn exhausted_at(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn exhausted_at(&self) -> Option<Instant> {
         self.tracker.lock().exhausted_at
     }
 
     /// When the peer's backoff lets the next attempt start, if it is waiting.
-    pub(crate) fn next_attempt_at(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn next_attempt_at(&self) -> Option<Instant> {
         self.tracker.lock().next_attempt_at
     }
 

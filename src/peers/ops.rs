@@ -18,6 +18,21 @@ use super::tracker::{Tracker, TrackerState};
 use super::{PeerKey, Shared};
 use crate::event::{EventKind, WaitReason};
 
+/// What an attempt holds of the gate: whether it was granted as the probe, and which probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub(crate) probe: bool,
+    generation: u64,
+}
+
+impl Ticket {
+    /// Whether this attempt is the probe in flight now; a probe taken over after its deadline
+    /// reports its outcome like any other attempt.
+    fn owns_probe(self, st: &TrackerState) -> bool {
+        self.probe && st.probe_generation == self.generation
+    }
+}
+
 /// Wakes tasks taken from a tracker, after its lock was released.
 fn wake(waiters: Vec<Waker>) {
     for waker in waiters {
@@ -127,7 +142,11 @@ impl<K: PeerKey> Shared<K> {
         }
     }
 
-    pub(super) fn begin_attempt(&self, t: &Tracker<K>) -> Result<(u32, bool), AttemptDenied> {
+    pub(super) fn begin_attempt(
+        &self,
+        t: &Tracker<K>,
+        deadline: Option<Instant>,
+    ) -> Result<(u32, Ticket), AttemptDenied> {
         let now = Instant::now();
         let mut st = t.lock();
         if st.exhausted {
@@ -137,7 +156,34 @@ impl<K: PeerKey> Shared<K> {
         // peer may be down and one attempt (the probe) speaks for the whole process.
         let probe = st.open_connections == 0 || st.suspect;
         if probe && st.probe_in_flight {
-            return Err(AttemptDenied::InFlight);
+            if st.probe_deadline.is_none_or(|at| now < at) {
+                return Err(AttemptDenied::InFlight);
+            }
+            // The probe's owner let its deadline pass without an outcome (it stopped polling,
+            // or forgot the attempt): count it as a timed-out attempt and take the gate back.
+            let before = st.public_state();
+            st.probe_in_flight = false;
+            st.probe_deadline = None;
+            st.probe_generation = st.probe_generation.wrapping_add(1);
+            self.count_failure(
+                t,
+                &mut st,
+                &"connect attempt abandoned: no outcome by its deadline",
+                now,
+            );
+            st.suspect = true;
+            let attempts = st.schedule.retries().saturating_add(1);
+            let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, attempts);
+            self.settle(t, &st, before, now);
+            let until = st.next_attempt_at;
+            let waiters = st.take_waiters();
+            drop(st);
+            wake(waiters);
+            return Err(match (next, until) {
+                (NextAttempt::After(_), Some(until)) => AttemptDenied::Backoff { until },
+                (NextAttempt::After(_), None) => AttemptDenied::Backoff { until: now },
+                (NextAttempt::Exhausted, _) => AttemptDenied::Exhausted,
+            });
         }
         if let Some(until) = st.next_attempt_at.filter(|at| now < *at) {
             return Err(AttemptDenied::Backoff { until });
@@ -150,8 +196,13 @@ impl<K: PeerKey> Shared<K> {
         self.count(t, &self.totals.attempts);
         if probe {
             st.probe_in_flight = true;
+            st.probe_deadline = deadline;
             st.next_attempt_at = None;
         }
+        let ticket = Ticket {
+            probe,
+            generation: st.probe_generation,
+        };
         self.events.publish(
             &t.key,
             now,
@@ -161,7 +212,7 @@ impl<K: PeerKey> Shared<K> {
             },
         );
         self.settle(t, &st, before, now);
-        Ok((number, probe))
+        Ok((number, ticket))
     }
 
     /// A connect attempt got through. A `tracked` connection counts as open until
@@ -171,15 +222,17 @@ impl<K: PeerKey> Shared<K> {
         &self,
         t: &Tracker<K>,
         number: u32,
-        probe: bool,
+        ticket: Ticket,
         tracked: bool,
     ) {
         let now = Instant::now();
         let mut st = t.lock();
+        let probe = ticket.owns_probe(&st);
         let before = st.public_state();
         let total = st.run_started.map_or(Duration::ZERO, |s| now - s);
         if probe {
             st.probe_in_flight = false;
+            st.probe_deadline = None;
         }
         if !tracked {
             st.prove();
@@ -217,16 +270,18 @@ impl<K: PeerKey> Shared<K> {
         &self,
         t: &Tracker<K>,
         number: u32,
-        probe: bool,
+        ticket: Ticket,
         error: &dyn Display,
     ) -> NextAttempt {
         let now = Instant::now();
         let mut st = t.lock();
+        let probe = ticket.owns_probe(&st);
         let before = st.public_state();
         if probe {
             // First, before any user code (the error's `Display`, a tracing subscriber) runs: if
             // that code panics, the gate is open and the attempt's drop wakes the waiters.
             st.probe_in_flight = false;
+            st.probe_deadline = None;
         }
         self.count_failure(t, &mut st, error, now);
         st.suspect = true;
@@ -278,14 +333,18 @@ impl<K: PeerKey> Shared<K> {
         }
     }
 
-    pub(super) fn attempt_cancelled(&self, t: &Tracker<K>, probe: bool) {
-        if !probe {
+    pub(super) fn attempt_cancelled(&self, t: &Tracker<K>, ticket: Ticket) {
+        if !ticket.probe {
             return;
         }
         let now = Instant::now();
         let mut st = t.lock();
+        if !ticket.owns_probe(&st) {
+            return;
+        }
         let before = st.public_state();
         st.probe_in_flight = false;
+        st.probe_deadline = None;
         self.settle(t, &st, before, now);
         let waiters = st.take_waiters();
         drop(st);

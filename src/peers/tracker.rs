@@ -52,6 +52,12 @@ pub(crate) struct TrackerState {
     pub(crate) next_attempt_at: Option<Instant>,
     /// A probe (an attempt made while no connection is up) is under way.
     pub(crate) probe_in_flight: bool,
+    /// Which probe is in flight: a probe taken over after its deadline no longer owns the gate
+    /// when its outcome finally arrives.
+    pub(crate) probe_generation: u64,
+    /// When the probe in flight must have ended, if its owner said so; past it, the next
+    /// attempt takes the gate over (the owner may have stopped polling it).
+    pub(crate) probe_deadline: Option<Instant>,
     /// First attempt since the peer was last proven healthy, for `Connected { total }`.
     pub(crate) run_started: Option<Instant>,
     /// Whether the peer proved itself (a success, or a connection that stayed up) since its
@@ -124,6 +130,8 @@ impl<K> Tracker<K> {
                 schedule,
                 next_attempt_at: None,
                 probe_in_flight: false,
+                probe_generation: 0,
+                probe_deadline: None,
                 run_started: None,
                 proven: true,
                 waiters: Vec::new(),

@@ -242,14 +242,15 @@ where
             }
             self.stagger_until = None;
         }
-        match self.peer.try_begin_attempt() {
+        let deadline = now
+            .checked_add(self.settings.connect_timeout)
+            .unwrap_or(now + FAR);
+        match self.peer.try_begin_attempt_until(deadline) {
             Ok(attempt) => {
                 self.state = State::Connecting {
                     attempt,
                     future: None,
-                    deadline: now
-                        .checked_add(self.settings.connect_timeout)
-                        .unwrap_or(now + FAR),
+                    deadline,
                 };
                 Ok(Step::Again)
             }
@@ -258,7 +259,10 @@ where
                 Poll::Ready(()) => Ok(Step::Again),
                 Poll::Pending => {
                     self.following = true;
-                    Err(self.not_ready(cx, None))
+                    // Woken when the probe ends, or at its deadline should its owner stop
+                    // driving it: then this service takes the gate over.
+                    let deadline = self.peer.probe_deadline();
+                    Err(self.not_ready(cx, deadline))
                 }
             },
             Err(AttemptDenied::Exhausted) => {

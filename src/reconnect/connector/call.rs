@@ -37,7 +37,7 @@ where
         if deadline.is_some_and(|at| Instant::now() >= at) {
             return Err(unavailable(&peer, started));
         }
-        let denied = match peer.try_begin_attempt() {
+        let denied = match peer.try_begin_attempt_until(Instant::now() + settings.connect_timeout) {
             Ok(attempt) => {
                 tries += 1;
                 let again = match tries < settings.attempts_per_call {
@@ -82,9 +82,17 @@ where
             }
             AttemptDenied::InFlight => {
                 let finished = poll_fn(|cx| peer.poll_attempt_finished(cx));
-                match deadline {
+                // Wait for the probe, but no later than its own deadline (then the gate is
+                // taken over, should its owner have stopped driving it) or the call's.
+                let until = match (deadline, peer.probe_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                match until {
                     Some(at) => {
-                        if timeout_at(at, finished).await.is_err() {
+                        if timeout_at(at, finished).await.is_err()
+                            && deadline.is_some_and(|d| Instant::now() >= d)
+                        {
                             return Err(unavailable(&peer, started));
                         }
                     }

@@ -63,6 +63,7 @@ pub mod event;
 pub mod peers;
 pub mod reconnect;
 mod rng;
+mod time;
 
 pub use error::{CapacityError, ConfigError, ConfigErrorKind};
 

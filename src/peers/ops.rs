@@ -17,6 +17,7 @@ use super::state::PeerState;
 use super::tracker::{Tracker, TrackerState};
 use super::{PeerKey, Shared};
 use crate::event::{EventKind, WaitReason};
+use crate::time::deadline;
 
 /// What an attempt holds of the gate: whether it was granted as the probe, and which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +39,6 @@ fn wake(waiters: Vec<Waker>) {
     for waker in waiters {
         waker.wake();
     }
-}
-
-/// `now + delay`, saturating at a far future instead of overflowing `Instant`.
-fn deadline(now: Instant, delay: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
-    now.checked_add(delay).unwrap_or_else(|| now + FAR)
 }
 
 impl<K: PeerKey> Shared<K> {

@@ -10,6 +10,38 @@ use crate::peers::{PeerHandle, PeerKey};
 /// The largest stagger a builder accepts.
 pub(crate) const MAX_STAGGER: Duration = Duration::from_secs(60);
 
+/// Rejects a zero connect timeout, for the builder of `component`.
+pub(crate) fn check_connect_timeout(
+    component: &'static str,
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    if timeout.is_zero() {
+        return Err(ConfigError::new(
+            component,
+            "connect_timeout",
+            ConfigErrorKind::Zero,
+            "must be greater than zero, or every attempt would time out",
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects a stagger above [`MAX_STAGGER`], for the builder of `component`.
+pub(crate) fn check_stagger(component: &'static str, stagger: Duration) -> Result<(), ConfigError> {
+    if stagger > MAX_STAGGER {
+        return Err(ConfigError::new(
+            component,
+            "stagger",
+            ConfigErrorKind::TooLarge,
+            format!(
+                "{stagger:?} is above the limit of {MAX_STAGGER:?}: a stagger spreads reconnects \
+                 over a moment, it is not a delay"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What every service made by one [`ReconnectLayer`] shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -112,14 +144,7 @@ impl<T, K: PeerKey> ReconnectBuilder<T, K> {
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<ReconnectLayer<T, K>, ConfigError> {
         let s = &self.settings;
-        if s.connect_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "reconnect",
-                "connect_timeout",
-                ConfigErrorKind::Zero,
-                "must be greater than zero, or every attempt would time out",
-            ));
-        }
+        check_connect_timeout("reconnect", s.connect_timeout)?;
         if s.exhausted_cooldown.is_some_and(|c| c.is_zero()) {
             return Err(ConfigError::new(
                 "reconnect",
@@ -129,18 +154,7 @@ impl<T, K: PeerKey> ReconnectBuilder<T, K> {
                  the backoff's `max_attempts` to keep trying",
             ));
         }
-        if s.stagger > MAX_STAGGER {
-            return Err(ConfigError::new(
-                "reconnect",
-                "stagger",
-                ConfigErrorKind::TooLarge,
-                format!(
-                    "{:?} is above the limit of {:?}: a stagger spreads reconnects over a moment, \
-                     it is not a delay",
-                    s.stagger, MAX_STAGGER
-                ),
-            ));
-        }
+        check_stagger("reconnect", s.stagger)?;
         Ok(ReconnectLayer::from_parts(
             self.peer,
             self.target,

@@ -7,6 +7,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::peers::{PeerHandle, PeerKey};
+
 /// The peer has been unreachable for longer than the fail-fast window, so the call failed at
 /// once instead of waiting. Nothing was sent: the call is safe to retry, on this peer later or
 /// on another one now.
@@ -22,6 +26,20 @@ pub struct Unavailable {
 }
 
 impl Unavailable {
+    /// The error for `peer` (printed as `label`), unreachable since `since`.
+    pub(crate) fn of<K: PeerKey>(peer: &PeerHandle<K>, label: Arc<str>, since: Instant) -> Self {
+        let now = Instant::now();
+        Self {
+            peer: label,
+            down_for: now.saturating_duration_since(since),
+            last_error: peer.last_error(),
+            next_attempt_in: peer
+                .next_attempt_at()
+                .map(|at| at.saturating_duration_since(now))
+                .filter(|d| !d.is_zero()),
+        }
+    }
+
     /// The peer, as its key prints with `{:?}`.
     pub fn peer(&self) -> &str {
         &self.peer
@@ -73,6 +91,14 @@ pub struct Exhausted {
 }
 
 impl Exhausted {
+    /// The error for `peer` (printed as `label`).
+    pub(crate) fn of<K: PeerKey>(peer: &PeerHandle<K>, label: Arc<str>) -> Self {
+        Self {
+            peer: label,
+            last_error: peer.last_error(),
+        }
+    }
+
     /// The peer, as its key prints with `{:?}`.
     pub fn peer(&self) -> &str {
         &self.peer

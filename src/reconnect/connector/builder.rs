@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{ConnectLayer, Tracked};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::peers::{PeerKey, Peers};
-use crate::reconnect::builder::MAX_STAGGER;
+use crate::reconnect::builder::{check_connect_timeout, check_stagger};
 
 /// What every call of one connector shares.
 #[derive(Debug, Clone)]
@@ -101,14 +101,7 @@ impl<KF, K: PeerKey> ConnectBuilder<KF, K> {
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<ConnectLayer<KF, K, Tracked>, ConfigError> {
         let s = &self.settings;
-        if s.connect_timeout.is_zero() {
-            return Err(ConfigError::new(
-                "connector",
-                "connect_timeout",
-                ConfigErrorKind::Zero,
-                "must be greater than zero, or every attempt would time out",
-            ));
-        }
+        check_connect_timeout("connector", s.connect_timeout)?;
         if s.attempts_per_call == 0 {
             return Err(ConfigError::new(
                 "connector",
@@ -126,18 +119,7 @@ impl<KF, K: PeerKey> ConnectBuilder<KF, K> {
                  attempt; use `None` for no deadline",
             ));
         }
-        if s.stagger > MAX_STAGGER {
-            return Err(ConfigError::new(
-                "connector",
-                "stagger",
-                ConfigErrorKind::TooLarge,
-                format!(
-                    "{:?} is above the limit of {:?}: a stagger spreads reconnects over a moment, \
-                     it is not a delay",
-                    s.stagger, MAX_STAGGER
-                ),
-            ));
-        }
+        check_stagger("connector", s.stagger)?;
         Ok(ConnectLayer {
             peers: self.peers,
             keys: self.keys,

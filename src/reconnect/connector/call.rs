@@ -13,6 +13,11 @@ use crate::peers::{AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
 use crate::reconnect::error::Chain;
 use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::rng;
+use crate::time;
+
+fn deadline_after(delay: Duration) -> Instant {
+    time::deadline(Instant::now(), delay)
+}
 
 /// Connects to `target` through `inner`, following the peer's schedule. `replay` makes the
 /// target for a further attempt, or says there can be none (targets that cannot be cloned).
@@ -37,14 +42,14 @@ where
         if deadline.is_some_and(|at| Instant::now() >= at) {
             return Err(unavailable(&peer, started));
         }
-        let denied = match peer.try_begin_attempt_until(Instant::now() + settings.connect_timeout) {
+        let denied = match peer.try_begin_attempt_until(deadline_after(settings.connect_timeout)) {
             Ok(attempt) => {
                 tries += 1;
                 let again = match tries < settings.attempts_per_call {
                     true => replay(&target),
                     false => None,
                 };
-                let attempt_ends = Instant::now() + settings.connect_timeout;
+                let attempt_ends = deadline_after(settings.connect_timeout);
                 let connect = attempt_once(&mut inner, target, settings.connect_timeout);
                 let outcome = match deadline.filter(|at| *at < attempt_ends) {
                     // The call's deadline comes first: it bounds the attempt too, but cutting
@@ -104,15 +109,12 @@ where
                     // The probe got through: follow it, but not all in the same instant.
                     let mut rng = rng::generator(peer.derive_seed());
                     let stagger = settings.stagger.mul_f64(rng::unit(&mut rng));
-                    let until = Instant::now() + stagger;
+                    let until = deadline_after(stagger);
                     sleep_until(deadline.map_or(until, |at| at.min(until))).await;
                 }
             }
             AttemptDenied::Exhausted => {
-                return Err(Box::new(Exhausted {
-                    peer: label(&peer),
-                    last_error: peer.last_error(),
-                }));
+                return Err(Box::new(Exhausted::of(&peer, label(&peer))));
             }
         }
     }
@@ -144,14 +146,5 @@ fn label<K: PeerKey>(peer: &PeerHandle<K>) -> Arc<str> {
 }
 
 fn unavailable<K: PeerKey>(peer: &PeerHandle<K>, started: Instant) -> BoxError {
-    let now = Instant::now();
-    Box::new(Unavailable {
-        peer: label(peer),
-        down_for: now.saturating_duration_since(started),
-        last_error: peer.last_error(),
-        next_attempt_in: peer
-            .next_attempt_at()
-            .map(|at| at.saturating_duration_since(now))
-            .filter(|d| !d.is_zero()),
-    })
+    Box::new(Unavailable::of(peer, label(peer), started))
 }

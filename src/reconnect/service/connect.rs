@@ -4,7 +4,6 @@ use std::future::Future;
 use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::{BoxError, Service};
@@ -15,6 +14,7 @@ use crate::reconnect::ConnectTimeout;
 use crate::reconnect::connection::OpenConnection;
 use crate::reconnect::error::Chain;
 use crate::reconnect::future::CallReport;
+use crate::time::deadline;
 
 /// How a connect step ended.
 pub(super) enum Step {
@@ -35,9 +35,6 @@ pub(super) enum Step {
 /// never allows an endless run of immediate retries, but a bound here does not depend on it.
 pub(super) const MAX_STEPS_PER_POLL: usize = 16;
 
-/// Far enough to mean "never" without overflowing `Instant`.
-pub(super) const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365);
-
 impl<M, T, K> Reconnect<M, T, K>
 where
     M: Service<T>,
@@ -55,7 +52,7 @@ where
             self.following = false;
             if !self.settings.stagger.is_zero() && self.peer.state() == PeerState::Connected {
                 let stagger = self.stagger();
-                self.stagger_until = Some(now.checked_add(stagger).unwrap_or(now + FAR));
+                self.stagger_until = Some(deadline(now, stagger));
             }
         }
         if let Some(at) = self.stagger_until {
@@ -64,15 +61,13 @@ where
             }
             self.stagger_until = None;
         }
-        let deadline = now
-            .checked_add(self.settings.connect_timeout)
-            .unwrap_or(now + FAR);
-        match self.peer.try_begin_attempt_until(deadline) {
+        let attempt_deadline = deadline(now, self.settings.connect_timeout);
+        match self.peer.try_begin_attempt_until(attempt_deadline) {
             Ok(attempt) => {
                 self.state = State::Connecting {
                     attempt,
                     future: None,
-                    deadline,
+                    deadline: attempt_deadline,
                 };
                 Ok(Step::Again)
             }
@@ -92,7 +87,7 @@ where
                     // The peer's clock, not this service's: every service of the peer agrees
                     // on when the cool-down ends, so the peer is reset once, not once each.
                     let since = self.peer.exhausted_at().unwrap_or(now);
-                    let at = since.checked_add(cooldown).unwrap_or(now + FAR);
+                    let at = deadline(since, cooldown);
                     if now >= at {
                         self.peer.reset();
                         return Ok(Step::Again);

@@ -14,7 +14,7 @@ use tower::{BoxError, Service};
 
 mod connect;
 
-use connect::{FAR, MAX_STEPS_PER_POLL, Step};
+use connect::{MAX_STEPS_PER_POLL, Step};
 
 use super::builder::Settings;
 use super::connection::OpenConnection;
@@ -23,6 +23,7 @@ use super::future::{CallReport, ResponseFuture};
 use super::{Exhausted, NotReady, Unavailable};
 use crate::peers::{Attempt, PeerHandle, PeerKey};
 use crate::rng;
+use crate::time::deadline;
 
 /// A service that connects to one target through a connector, keeps the connection, and
 /// reconnects with the peer's backoff when it breaks. Made by [`ReconnectLayer`](super::ReconnectLayer).
@@ -137,26 +138,12 @@ where
     }
 
     fn unavailable(&self) -> BoxError {
-        let now = Instant::now();
-        Box::new(Unavailable {
-            peer: Arc::clone(&self.label),
-            down_for: self
-                .down_since
-                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
-            last_error: self.peer.last_error(),
-            next_attempt_in: self
-                .peer
-                .next_attempt_at()
-                .map(|at| at.saturating_duration_since(now))
-                .filter(|d| !d.is_zero()),
-        })
+        let since = self.down_since.unwrap_or_else(Instant::now);
+        Box::new(Unavailable::of(&self.peer, Arc::clone(&self.label), since))
     }
 
     fn exhausted(&self) -> BoxError {
-        Box::new(Exhausted {
-            peer: Arc::clone(&self.label),
-            last_error: self.peer.last_error(),
-        })
+        Box::new(Exhausted::of(&self.peer, Arc::clone(&self.label)))
     }
 
     /// No connection to call: pending with a timer for `wake_at`, unless the fail-fast window
@@ -170,7 +157,7 @@ where
         let since = *self.down_since.get_or_insert(now);
         let mut wake_at = wake_at;
         if let Some(window) = self.settings.fail_fast {
-            let at = since.checked_add(window).unwrap_or(now + window.min(FAR));
+            let at = deadline(since, window);
             if now >= at {
                 self.ready = Readiness::Unavailable;
                 return Poll::Ready(Ok(()));

@@ -115,3 +115,56 @@ impl fmt::Display for CapacityError {
 }
 
 impl std::error::Error for CapacityError {}
+
+/// Shows an error with its `source()` chain, `outer: inner: root`, so that what the tracker
+/// keeps says why (hyper's "client error (Connect)" alone does not). A source whose text the
+/// previous one already contains is skipped.
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut previous = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(source) = next {
+            let text = source.to_string();
+            if !previous.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            previous = text;
+            next = source.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_chain_shows_every_source_once() {
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "client error (Connect): connection refused"
+        );
+        let plain = std::io::Error::other("refused");
+        assert_eq!(Chain(&plain).to_string(), "refused");
+    }
+}

@@ -62,6 +62,7 @@ mod error;
 pub mod event;
 pub mod peers;
 pub mod reconnect;
+pub mod retry;
 mod rng;
 mod time;
 

@@ -53,6 +53,12 @@ pub enum EventKind {
     },
     /// A retry was refused because the retry budget is empty.
     BudgetExhausted,
+    /// The classifier wanted a retry but something else ruled it out; the caller got the
+    /// last outcome.
+    NotRetried {
+        /// What ruled it out.
+        reason: NotRetriedReason,
+    },
     /// Health checks took the peer out of use.
     Ejected {
         /// For how long.
@@ -69,6 +75,33 @@ pub enum EventKind {
         /// The state it entered.
         to: PeerState,
     },
+}
+
+/// Why a retry the classifier asked for did not happen (an empty budget has its own event,
+/// [`EventKind::BudgetExhausted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotRetriedReason {
+    /// `max_attempts` attempts were made.
+    AttemptsExhausted,
+    /// `max_transparent` transparent retries were made.
+    TransparentExhausted,
+    /// The next attempt would start after the call's deadline.
+    Deadline,
+    /// The request cannot be sent again, e.g. its body streamed past the replay cap.
+    NotReplayable,
+}
+
+impl NotRetriedReason {
+    /// A short stable name, as used in tracing events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotRetriedReason::AttemptsExhausted => "attempts_exhausted",
+            NotRetriedReason::TransparentExhausted => "transparent_exhausted",
+            NotRetriedReason::Deadline => "deadline",
+            NotRetriedReason::NotReplayable => "not_replayable",
+        }
+    }
 }
 
 /// Why an attempt has to wait.
@@ -92,6 +125,7 @@ impl EventKind {
             EventKind::Exhausted { .. } => "exhausted",
             EventKind::RetryScheduled { .. } => "retry_scheduled",
             EventKind::BudgetExhausted => "budget_exhausted",
+            EventKind::NotRetried { .. } => "not_retried",
             EventKind::Ejected { .. } => "ejected",
             EventKind::Restored => "restored",
             EventKind::StateChanged { .. } => "state_changed",

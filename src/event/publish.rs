@@ -75,6 +75,9 @@ fn trace<K: Debug>(peer: &K, kind: &EventKind) {
         EventKind::BudgetExhausted => {
             tracing::warn!(peer = ?peer, kind = name, "retry budget exhausted")
         }
+        EventKind::NotRetried { reason } => tracing::debug!(
+            peer = ?peer, kind = name, reason = reason.name(), "retry wanted but not made"
+        ),
         EventKind::Ejected { duration, times } => tracing::info!(
             peer = ?peer, kind = name, duration = ?duration, times, "peer ejected"
         ),

@@ -12,6 +12,7 @@ use super::report::PeerSnapshot;
 use super::state::{Origin, PeerState};
 use super::tracker::Tracker;
 use super::{PeerKey, Shared};
+use crate::event::NotRetriedReason;
 
 /// A cheap, clonable handle to one tracked peer, from [`Peers::peer`](super::Peers::peer).
 ///
@@ -176,6 +177,12 @@ impl<K: PeerKey> PeerHandle<K> {
     pub fn record_retry(&self, attempt: u32, delay: Duration, reason: &'static str) {
         self.shared
             .record_retry(&self.tracker, attempt, delay, reason);
+    }
+
+    /// A retry the classifier asked for was ruled out for `reason`: emits
+    /// [`NotRetried`](crate::event::EventKind::NotRetried).
+    pub fn record_not_retried(&self, reason: NotRetriedReason) {
+        self.shared.record_not_retried(&self.tracker, reason);
     }
 
     /// A retry was refused for want of budget: counts it and emits

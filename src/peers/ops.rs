@@ -16,7 +16,7 @@ use super::report::{HealthReport, PeerSnapshot};
 use super::state::PeerState;
 use super::tracker::{Tracker, TrackerState};
 use super::{PeerKey, Shared};
-use crate::event::{EventKind, WaitReason};
+use crate::event::{EventKind, NotRetriedReason, WaitReason};
 use crate::time::deadline;
 
 /// What an attempt holds of the gate: whether it was granted as the probe, and which probe.
@@ -434,6 +434,11 @@ impl<K: PeerKey> Shared<K> {
                 reason,
             },
         );
+    }
+
+    pub(super) fn record_not_retried(&self, t: &Tracker<K>, reason: NotRetriedReason) {
+        self.events
+            .publish(&t.key, Instant::now(), EventKind::NotRetried { reason });
     }
 
     pub(super) fn record_budget_exhausted(&self, t: &Tracker<K>) {

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use super::BrokenConnection;
-use super::error::Chain;
+use crate::error::Chain;
 use crate::peers::{PeerHandle, PeerKey};
 
 /// What the calls on one connection report back to the service that owns it: outcomes go to

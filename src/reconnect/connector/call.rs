@@ -9,8 +9,8 @@ use tower::{BoxError, Service};
 
 use super::builder::ConnectSettings;
 use super::handoff::Handoff;
+use crate::error::Chain;
 use crate::peers::{AttemptDenied, NextAttempt, PeerHandle, PeerKey, PeerState};
-use crate::reconnect::error::Chain;
 use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::rng;
 use crate::time;

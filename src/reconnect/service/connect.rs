@@ -9,10 +9,10 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::{Readiness, Reconnect, State};
+use crate::error::Chain;
 use crate::peers::{AttemptDenied, NextAttempt, PeerKey, PeerState};
 use crate::reconnect::ConnectTimeout;
 use crate::reconnect::connection::OpenConnection;
-use crate::reconnect::error::Chain;
 use crate::reconnect::future::CallReport;
 use crate::time::deadline;
 

@@ -18,9 +18,9 @@ use connect::{MAX_STEPS_PER_POLL, Step};
 
 use super::builder::Settings;
 use super::connection::OpenConnection;
-use super::error::Chain;
 use super::future::{CallReport, ResponseFuture};
 use super::{Exhausted, NotReady, Unavailable};
+use crate::error::Chain;
 use crate::peers::{Attempt, PeerHandle, PeerKey};
 use crate::rng;
 use crate::time::deadline;

@@ -1,0 +1,158 @@
+//! One request's retries: what has been spent, and whether another attempt may be made.
+
+use std::error::Error;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::BoxError;
+
+use super::builder::Config;
+use super::classify::{Classify, Decision, Replay};
+use super::track::TrackPeer;
+use crate::backoff::Schedule;
+use crate::error::Chain;
+use crate::event::NotRetriedReason;
+use crate::peers::PeerHandle;
+use crate::time::deadline;
+
+/// What one request has spent of its limits.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    /// Retries made so far, transparent ones included.
+    retries: u32,
+    transparent: u32,
+    /// When the call's deadline passes, if it has one.
+    pub(crate) deadline: Option<Instant>,
+    /// Created at the first retry, so that a request that succeeds reads no clock and draws no
+    /// seed.
+    schedule: Option<Schedule>,
+}
+
+/// Where a request goes after an attempt.
+pub(crate) enum Next<Req> {
+    /// Hand this outcome to the caller.
+    Done,
+    /// Send `request` once `at` has come.
+    Retry { request: Req, at: Instant },
+}
+
+impl Attempts {
+    pub(crate) fn new(deadline: Option<Instant>) -> Self {
+        Self {
+            retries: 0,
+            transparent: 0,
+            deadline,
+            schedule: None,
+        }
+    }
+
+    /// Attempts started so far.
+    pub(crate) fn started(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+
+    /// Classifies `outcome` of sending `request` and, if it should be retried and every limit
+    /// allows it, spends a retry and returns the copy to send next. Records the failure, the
+    /// retry or the reason there is none in the request's peer.
+    pub(crate) fn next<Req, Res, P, T>(
+        &mut self,
+        config: &Config<P, T>,
+        request: &Req,
+        outcome: &Result<Res, BoxError>,
+    ) -> Next<Req>
+    where
+        P: Classify<Req, Res, BoxError> + Replay<Req>,
+        T: TrackPeer<Req>,
+    {
+        let decision = config.policy.classify(request, outcome);
+        let (reason, hint, transparent) = match decision {
+            Decision::DontRetry => return Next::Done,
+            Decision::Retry { reason, after } => (reason, after, false),
+            Decision::Transparent { reason } => (reason, None, true),
+        };
+        let peer = config.tracking.peer_of(request);
+        if let Some(peer) = &peer {
+            match outcome {
+                Err(error) => peer.record_failure(&Chain(error.as_ref() as &(dyn Error + 'static))),
+                Ok(_) => peer.record_failure(&reason),
+            }
+        }
+
+        let spent = if transparent {
+            self.transparent >= config.max_transparent
+        } else {
+            self.retries - self.transparent >= config.max_retries
+        };
+        if spent {
+            let why = if transparent {
+                NotRetriedReason::TransparentExhausted
+            } else {
+                NotRetriedReason::AttemptsExhausted
+            };
+            return not_retried(peer.as_ref(), why, reason);
+        }
+        let Some(replay) = config.policy.replay(request) else {
+            return not_retried(peer.as_ref(), NotRetriedReason::NotReplayable, reason);
+        };
+
+        let backoff = config.backoff;
+        let schedule = self
+            .schedule
+            .get_or_insert_with(|| backoff.schedule_seeded(config.next_seed()));
+        let drawn = schedule.next_delay_unbounded();
+        let delay = match hint {
+            // Clamped so that a server can neither make us hammer it nor park us for a day.
+            Some(hint) => hint.clamp(backoff.initial(), backoff.max()),
+            None => drawn,
+        };
+        let at = deadline(Instant::now(), delay);
+        if self.deadline.is_some_and(|d| at >= d) {
+            return not_retried(peer.as_ref(), NotRetriedReason::Deadline, reason);
+        }
+        if !config.budget.withdraw() {
+            match &peer {
+                Some(peer) => peer.record_budget_exhausted(),
+                None => tracing::warn!(reason, "retry budget exhausted"),
+            }
+            return Next::Done;
+        }
+
+        self.retries = self.retries.saturating_add(1);
+        if transparent {
+            self.transparent += 1;
+        }
+        match &peer {
+            Some(peer) => peer.record_retry(self.retries, delay, reason),
+            None => tracing::debug!(attempt = self.retries, ?delay, reason, "retry scheduled"),
+        }
+        Next::Retry {
+            request: replay,
+            at,
+        }
+    }
+}
+
+fn not_retried<K: crate::peers::PeerKey, Req>(
+    peer: Option<&PeerHandle<K>>,
+    why: NotRetriedReason,
+    reason: &'static str,
+) -> Next<Req> {
+    match peer {
+        Some(peer) => peer.record_not_retried(why),
+        None => tracing::debug!(reason, why = why.name(), "retry wanted but not made"),
+    }
+    Next::Done
+}
+
+/// When an attempt started now must end: its own timeout or the call's deadline, whichever
+/// comes first.
+pub(crate) fn attempt_deadline(
+    timeout: Option<Duration>,
+    call_deadline: Option<Instant>,
+) -> Option<Instant> {
+    let own = timeout.map(|t| deadline(Instant::now(), t));
+    match (own, call_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

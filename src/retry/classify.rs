@@ -1,0 +1,181 @@
+//! Deciding, per outcome, whether a request is tried again.
+
+use std::error::Error;
+use std::io;
+use std::time::Duration;
+
+use tower::BoxError;
+
+use crate::reconnect::{ConnectTimeout, Unavailable};
+
+/// What to do after one attempt.
+///
+/// The reason is a short stable name (`"503"`, `"connection refused"`, `"unavailable"`): it is
+/// what [`RetryScheduled`](crate::event::EventKind::RetryScheduled) events and traces carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Done: hand the outcome to the caller. Successes, and failures that another attempt
+    /// would not fix or that would not be safe to repeat.
+    DontRetry,
+    /// The request may have reached the server and failed in a way another attempt may fix.
+    /// Counts against `max_attempts` and the budget.
+    Retry {
+        /// Why, as a short stable name.
+        reason: &'static str,
+        /// The server's own delay hint (`Retry-After`, `grpc-retry-pushback-ms`), if it gave
+        /// one. It replaces the backoff's next delay, clamped into the schedule's
+        /// `[initial, max]`.
+        after: Option<Duration>,
+    },
+    /// The request failed before any byte of it left the process (the connect failed, the
+    /// peer is in backoff, redial failed fast), so repeating it is safe whatever it is. Counted
+    /// apart from `max_attempts`, bounded by `max_transparent` and the budget.
+    Transparent {
+        /// Why, as a short stable name.
+        reason: &'static str,
+    },
+}
+
+impl Decision {
+    /// `Retry` with no server hint.
+    pub const fn retry(reason: &'static str) -> Self {
+        Decision::Retry {
+            reason,
+            after: None,
+        }
+    }
+
+    /// `Transparent` for `reason`.
+    pub const fn transparent(reason: &'static str) -> Self {
+        Decision::Transparent { reason }
+    }
+
+    /// The reason, unless this is `DontRetry`.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Decision::DontRetry => None,
+            Decision::Retry { reason, .. } | Decision::Transparent { reason } => Some(reason),
+        }
+    }
+}
+
+/// Classifies the outcome of one attempt of `request`.
+///
+/// Errors arrive as [`BoxError`] in the retry layer (it adds its own, such as a per-attempt
+/// timeout), so classifiers downcast. Any `Fn(&Req, &Result<Res, E>) -> Decision` is a
+/// classifier, which makes a custom one a closure that falls back to a provided one:
+///
+/// ```
+/// use redial::retry::{Classify, Decision, DefaultClassifier};
+/// use tower::BoxError;
+///
+/// let classifier = |request: &u32, outcome: &Result<String, BoxError>| match outcome {
+///     Ok(body) if body == "busy" => Decision::retry("busy"),
+///     _ => DefaultClassifier.classify(request, outcome),
+/// };
+/// assert_eq!(classifier.classify(&1, &Ok("busy".into())), Decision::retry("busy"));
+/// ```
+pub trait Classify<Req, Res, E> {
+    /// The decision for `outcome`, the result of sending `request` once.
+    fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision;
+}
+
+impl<F, Req, Res, E> Classify<Req, Res, E> for F
+where
+    F: Fn(&Req, &Result<Res, E>) -> Decision,
+{
+    fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision {
+        self(request, outcome)
+    }
+}
+
+/// Makes the copy of a request that the next attempt sends.
+///
+/// `None` means this request cannot be sent again (its body was streamed past the replay cap,
+/// say): the layer then returns the outcome it has, and emits
+/// [`NotRetried`](crate::event::EventKind::NotRetried) if a retry was wanted.
+pub trait Replay<Req> {
+    /// A copy of `request` for another attempt, if it can be sent again.
+    fn replay(&self, request: &Req) -> Option<Req>;
+}
+
+/// The classifier for requests that are plain values: any `Clone` request is replayed by
+/// cloning it, and errors are classified by what they say about the network.
+///
+/// On `Ok` it never retries. On an error it walks the `source()` chain:
+///
+/// | found | decision |
+/// |---|---|
+/// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
+/// | `io::Error` `ConnectionRefused`, `AddrNotAvailable`, `NotConnected` | `Transparent` |
+/// | `io::Error` `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
+/// | redial's [`AttemptTimedOut`](super::AttemptTimedOut) | `Retry` |
+/// | anything else, redial's `Exhausted` included (the peer's policy gave up) | `DontRetry` |
+///
+/// `Retry` repeats a request that may have been executed: use this classifier for requests
+/// that are safe to repeat, or write one that looks at the request (the `http` feature's
+/// [`HttpClassifier`](super::http::HttpClassifier) does, by method).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DefaultClassifier;
+
+impl<Req, Res> Classify<Req, Res, BoxError> for DefaultClassifier {
+    fn classify(&self, _request: &Req, outcome: &Result<Res, BoxError>) -> Decision {
+        match outcome {
+            Ok(_) => Decision::DontRetry,
+            Err(error) => classify_error(error.as_ref()),
+        }
+    }
+}
+
+impl<Req, Res> Classify<Req, Res, io::Error> for DefaultClassifier {
+    fn classify(&self, _request: &Req, outcome: &Result<Res, io::Error>) -> Decision {
+        match outcome {
+            Ok(_) => Decision::DontRetry,
+            Err(error) => classify_error(error),
+        }
+    }
+}
+
+impl<Req: Clone> Replay<Req> for DefaultClassifier {
+    fn replay(&self, request: &Req) -> Option<Req> {
+        Some(request.clone())
+    }
+}
+
+/// The default classification of an error, for classifiers that add their own cases first.
+pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<Unavailable>() {
+            return Decision::transparent("unavailable");
+        }
+        if error.is::<ConnectTimeout>() {
+            return Decision::transparent("connect timeout");
+        }
+        if error.is::<super::AttemptTimedOut>() {
+            return Decision::retry("attempt timeout");
+        }
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if let Some(decision) = classify_io(io.kind()) {
+                return decision;
+            }
+        }
+        next = error.source();
+    }
+    Decision::DontRetry
+}
+
+fn classify_io(kind: io::ErrorKind) -> Option<Decision> {
+    use io::ErrorKind::*;
+    Some(match kind {
+        ConnectionRefused => Decision::transparent("connection refused"),
+        AddrNotAvailable => Decision::transparent("address not available"),
+        NotConnected => Decision::transparent("not connected"),
+        ConnectionReset => Decision::retry("connection reset"),
+        ConnectionAborted => Decision::retry("connection aborted"),
+        BrokenPipe => Decision::retry("broken pipe"),
+        UnexpectedEof => Decision::retry("unexpected eof"),
+        TimedOut => Decision::retry("timed out"),
+        _ => return None,
+    })
+}

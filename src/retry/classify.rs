@@ -108,6 +108,7 @@ pub trait Replay<Req> {
 /// |---|---|
 /// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
 /// | `io::Error` `ConnectionRefused`, `AddrNotAvailable`, `NotConnected` | `Transparent` |
+/// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
 /// | `io::Error` `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
 /// | redial's [`AttemptTimedOut`](super::AttemptTimedOut) | `Retry` |
 /// | anything else, redial's `Exhausted` included (the peer's policy gave up) | `DontRetry` |
@@ -158,6 +159,13 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
         if let Some(io) = error.downcast_ref::<io::Error>() {
             if let Some(decision) = classify_io(io.kind()) {
                 return decision;
+            }
+        }
+        #[cfg(feature = "hyper")]
+        if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+            // The legacy client knows when its connector failed: nothing was written.
+            if client.is_connect() {
+                return Decision::transparent("connect error");
             }
         }
         next = error.source();

@@ -67,6 +67,7 @@ mod builder;
 mod classify;
 mod error;
 mod future;
+mod helpers;
 mod layer;
 mod service;
 mod track;
@@ -79,3 +80,10 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use service::Retry;
 pub use track::{ByRequest, NoPeer, TrackPeer};
+
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;

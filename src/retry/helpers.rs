@@ -1,0 +1,1 @@
+//! Retry helpers for plain async code (being written).

@@ -126,7 +126,9 @@ where
                         Poll::Pending => {
                             // Only the deadline's timer is armed here.
                             ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
-                            let passed = deadline_passed(this.attempts, this.config);
+                            let mut passed = deadline_passed(this.attempts, this.config);
+                            // The retry that was waiting for readiness never started.
+                            passed.attempts = passed.attempts.saturating_sub(1);
                             return Poll::Ready(Err(passed.into()));
                         }
                     }

@@ -1,6 +1,6 @@
 //! The hot path allocates nothing: recording outcomes on a peer, by handle or by key, once the
 //! peer is warm (its last-error buffer is reserved on the first failure, by design), and a call
-//! through a connected `Reconnect` service.
+//! through a connected `Reconnect` service, and a call through `Retry` that succeeds at once.
 //!
 //! Counts allocations with a counting global allocator, on this test's thread only, so the test
 //! harness's own threads cannot disturb the count.
@@ -14,6 +14,8 @@ use std::task::{Context, Poll, Waker};
 
 use redial::peers::{PeerState, Peers};
 use redial::reconnect::ReconnectLayer;
+use redial::retry::RetryLayer;
+use std::time::Duration;
 use tower::{Layer, Service};
 
 struct Counting;
@@ -108,6 +110,7 @@ fn a_connected_peer_serving_requests_does_not_allocate_even_with_a_subscriber() 
 }
 
 /// A connection that answers each request with itself, at once, without allocating.
+#[derive(Clone, Copy)]
 struct Echo;
 
 impl Service<u64> for Echo {
@@ -190,4 +193,46 @@ fn a_connected_reconnect_service_does_not_allocate_per_call() {
         Ok(None),
         "no event is published per call"
     );
+}
+
+#[test]
+fn a_retry_service_whose_call_succeeds_does_not_allocate() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let peers: Peers<&'static str> = Peers::builder().seed(4).build().expect("valid config");
+    let mut events = peers.subscribe();
+    let plain = RetryLayer::new();
+    // With every limit on: the deadline and attempt timer live inside the response future.
+    let bounded = RetryLayer::builder()
+        .deadline(Duration::from_secs(5))
+        .attempt_timeout(Duration::from_secs(1))
+        .peer(peers.peer("echo").expect("room"))
+        .build()
+        .expect("valid config");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut plain = plain.layer(Echo);
+    let mut bounded = bounded.layer(Echo);
+    // Warm up: the budget's first use reads the clock and starts its window.
+    assert_eq!(call_once(&mut plain, &mut cx, 0), 0);
+    assert_eq!(call_once(&mut bounded, &mut cx, 0), 0);
+
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut plain, &mut cx, i), i);
+        }
+    });
+    assert_eq!(n, 0, "a successful call through Retry allocated");
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut bounded, &mut cx, i), i);
+        }
+    });
+    assert_eq!(
+        n, 0,
+        "a successful call through Retry with a deadline allocated"
+    );
+    assert_eq!(events.try_recv(), Ok(None), "no event per successful call");
 }

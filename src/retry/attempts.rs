@@ -147,10 +147,11 @@ fn not_retried<K: crate::peers::PeerKey, Req>(
 /// When an attempt started now must end: its own timeout or the call's deadline, whichever
 /// comes first.
 pub(crate) fn attempt_deadline(
+    now: Instant,
     timeout: Option<Duration>,
     call_deadline: Option<Instant>,
 ) -> Option<Instant> {
-    let own = timeout.map(|t| deadline(Instant::now(), t));
+    let own = timeout.map(|t| deadline(now, t));
     match (own, call_deadline) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -137,8 +137,11 @@ where
                         return Poll::Ready(Err("redial bug: a retry lost its request".into()));
                     };
                     let future = this.service.call(request);
-                    *this.timer_at =
-                        attempt_deadline(this.config.attempt_timeout, this.attempts.deadline);
+                    *this.timer_at = attempt_deadline(
+                        Instant::now(),
+                        this.config.attempt_timeout,
+                        this.attempts.deadline,
+                    );
                     this.state.set(State::Calling { future });
                 }
             }

@@ -90,8 +90,15 @@ where
         config.budget.deposit();
         // A request that cannot be copied is sent once: there is nothing to retry with.
         let copy = config.policy.replay(&request);
-        let call_deadline = config.deadline.map(|d| deadline(Instant::now(), d));
-        let attempt_ends = attempt_deadline(config.attempt_timeout, call_deadline);
+        // The clock is read only when a limit needs it.
+        let (call_deadline, attempt_ends) = match (config.deadline, config.attempt_timeout) {
+            (None, None) => (None, None),
+            (call, attempt) => {
+                let now = Instant::now();
+                let call_deadline = call.map(|d| deadline(now, d));
+                (call_deadline, attempt_deadline(now, attempt, call_deadline))
+            }
+        };
         // Retries go through a clone, polled ready before each; the ready service takes the
         // first attempt now, as the tower contract wants.
         let spare = self.inner.clone();

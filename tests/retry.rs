@@ -779,6 +779,65 @@ async fn services_of_one_layer_share_its_budget() {
     assert_eq!(budget.remaining(), 0);
 }
 
+/// A request to a named peer, for per-peer budgets.
+#[derive(Clone, Debug)]
+struct To(&'static str);
+
+#[tokio::test(start_paused = true)]
+async fn per_peer_budgets_keep_a_failing_peer_from_spending_the_others_retries() {
+    use redial::retry::ByRequest;
+    use tower::service_fn;
+
+    let peers: Peers<Key> = Peers::new();
+    let calls = Arc::new(Mutex::new(Vec::<Key>::new()));
+    let log = Arc::clone(&calls);
+    // "bad" always resets; "good" resets its first attempt of every request, then answers.
+    let backend = service_fn(move |To(peer): To| {
+        let mut log = log.lock().unwrap();
+        log.push(peer);
+        let good_retry = peer == "good" && log.iter().filter(|p| **p == "good").count() % 2 == 0;
+        async move {
+            if good_retry {
+                Ok(peer.to_string())
+            } else {
+                Err(io::Error::from(io::ErrorKind::ConnectionReset))
+            }
+        }
+    });
+    let by_peer = ByRequest::new(peers.clone(), |r: &To| Some(r.0))
+        .budget_per_peer(Budget::builder().ratio(0.0).min_per_second(1))
+        .unwrap();
+    let svc = RetryLayer::builder()
+        .backoff(one_ms())
+        .max_attempts(100)
+        .track(by_peer)
+        .build()
+        .unwrap()
+        .layer(backend);
+
+    // "bad" spends its own 10 retries...
+    let _ = svc.clone().oneshot(To("bad")).await;
+    // ...and "good" still has all of its own.
+    for _ in 0..5 {
+        assert_eq!(svc.clone().oneshot(To("good")).await.unwrap(), "good");
+    }
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.iter().filter(|p| **p == "bad").count(), 11);
+    assert_eq!(calls.iter().filter(|p| **p == "good").count(), 10);
+    assert_eq!(peers.snapshot("bad").unwrap().retries, 10);
+    assert_eq!(peers.snapshot("good").unwrap().retries, 5);
+}
+
+#[test]
+fn a_bad_per_peer_budget_is_refused_at_construction() {
+    let peers: Peers<Key> = Peers::new();
+    let error = redial::retry::ByRequest::new(peers, |r: &To| Some(r.0))
+        .budget_per_peer(Budget::builder().ratio(f64::NAN))
+        .err()
+        .unwrap();
+    assert_eq!(error.field(), "ratio");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_emits_an_event_and_returns_the_last_error() {
     let budget = Budget::builder()

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::BoxError;
 
+use super::budget::Budget;
 use super::builder::Config;
 use super::classify::{Classify, Decision, Replay};
 use super::track::TrackPeer;
@@ -26,6 +27,8 @@ pub(crate) struct Attempts {
     /// Created at the first retry, so that a request that succeeds reads no clock and draws no
     /// seed.
     schedule: Option<Schedule>,
+    /// The request's peer's own budget, when budgets are per peer; else the layer's.
+    budget: Option<Budget>,
 }
 
 /// Where a request goes after an attempt.
@@ -37,12 +40,13 @@ pub(crate) enum Next<Req> {
 }
 
 impl Attempts {
-    pub(crate) fn new(deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(deadline: Option<Instant>, budget: Option<Budget>) -> Self {
         Self {
             retries: 0,
             transparent: 0,
             deadline,
             schedule: None,
+            budget,
         }
     }
 
@@ -109,7 +113,7 @@ impl Attempts {
         if self.deadline.is_some_and(|d| at >= d) {
             return not_retried(peer.as_ref(), NotRetriedReason::Deadline, reason);
         }
-        if !config.budget.withdraw() {
+        if !self.budget.as_ref().unwrap_or(&config.budget).withdraw() {
             match &peer {
                 Some(peer) => peer.record_budget_exhausted(),
                 None => tracing::warn!(reason, "retry budget exhausted"),

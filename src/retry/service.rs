@@ -87,7 +87,8 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let config = &self.config;
-        config.budget.deposit();
+        let own_budget = config.tracking.budget_of(&request);
+        own_budget.as_ref().unwrap_or(&config.budget).deposit();
         // A request that cannot be copied is sent once: there is nothing to retry with.
         let copy = config.policy.replay(&request);
         // The clock is read only when a limit needs it.
@@ -108,7 +109,7 @@ where
             spare,
             copy,
             Arc::clone(config),
-            Attempts::new(call_deadline),
+            Attempts::new(call_deadline, own_budget),
             attempt_ends,
         )
     }

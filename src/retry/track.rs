@@ -1,5 +1,10 @@
-//! Which peer's tracker a request's retries are recorded in.
+//! Which peer's tracker a request's retries are recorded in, and which budget they draw on.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::budget::{Budget, BudgetBuilder};
+use crate::error::ConfigError;
 use crate::peers::{PeerHandle, PeerKey, Peers};
 
 /// Finds the peer a request goes to, so that its failures, retries and budget refusals are
@@ -14,6 +19,13 @@ pub trait TrackPeer<Req> {
 
     /// The peer `request` goes to, if it is tracked.
     fn peer_of(&self, request: &Req) -> Option<PeerHandle<Self::Key>>;
+
+    /// The budget of `request`'s peer, when budgets are kept per peer; `None` (the default)
+    /// means the layer's shared budget. Called once per request.
+    fn budget_of(&self, request: &Req) -> Option<Budget> {
+        let _ = request;
+        None
+    }
 }
 
 /// Records retries nowhere but in `tracing`.
@@ -39,16 +51,72 @@ impl<Req, K: PeerKey> TrackPeer<Req> for PeerHandle<K> {
 /// Looks the peer up in a [`Peers`] table by a key taken from the request (a `Uri`'s
 /// authority, a header, a field). A request whose key function returns `None`, or whose peer
 /// cannot be added because the table is full, is retried without being recorded.
+///
+/// With [`budget_per_peer`](ByRequest::budget_per_peer) each peer also gets a retry budget of
+/// its own, so that one failing peer cannot spend the retries every other peer's requests pay
+/// for.
+///
+/// ```
+/// use redial::peers::Peers;
+/// use redial::retry::{Budget, ByRequest, RetryLayer};
+///
+/// # fn main() -> Result<(), redial::ConfigError> {
+/// let peers: Peers<String> = Peers::new();
+/// let by_host = ByRequest::new(peers, |request: &(String, u32)| Some(request.0.clone()))
+///     .budget_per_peer(Budget::builder().ratio(0.1))?;
+/// let layer = RetryLayer::builder().track(by_host).build()?;
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ByRequest<K, F> {
     peers: Peers<K>,
     key: F,
+    budgets: Option<Arc<PerPeer<K>>>,
+}
+
+/// One budget per peer key, made from one template. Bounded: when it holds more budgets than
+/// the table can hold peers, those of peers the table no longer knows are dropped.
+struct PerPeer<K> {
+    template: BudgetBuilder,
+    budgets: Mutex<HashMap<K, Budget>>,
 }
 
 impl<K, F> ByRequest<K, F> {
     /// Records into `peers`, under the key `key` returns for each request.
     pub fn new(peers: Peers<K>, key: F) -> Self {
-        Self { peers, key }
+        Self {
+            peers,
+            key,
+            budgets: None,
+        }
+    }
+
+    /// Gives every peer its own budget built from `budget` (validated here), instead of the
+    /// layer's shared one. Requests whose key function returns `None` use the shared budget.
+    pub fn budget_per_peer(mut self, budget: BudgetBuilder) -> Result<Self, ConfigError> {
+        budget.build()?;
+        self.budgets = Some(Arc::new(PerPeer {
+            template: budget,
+            budgets: Mutex::new(HashMap::new()),
+        }));
+        Ok(self)
+    }
+}
+
+impl<K: PeerKey> PerPeer<K> {
+    fn budget(&self, key: K, peers: &Peers<K>) -> Option<Budget> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(budget) = budgets.get(&key) {
+            return Some(budget.clone());
+        }
+        if budgets.len() >= peers.capacity() {
+            budgets.retain(|k, _| peers.get(k).is_some());
+        }
+        let budget = self.template.build().ok()?;
+        budgets.insert(key, budget.clone());
+        Some(budget)
     }
 }
 
@@ -70,5 +138,10 @@ where
     fn peer_of(&self, request: &Req) -> Option<PeerHandle<K>> {
         let key = (self.key)(request)?;
         self.peers.peer(key).ok()
+    }
+
+    fn budget_of(&self, request: &Req) -> Option<Budget> {
+        let budgets = self.budgets.as_ref()?;
+        budgets.budget((self.key)(request)?, &self.peers)
     }
 }

@@ -53,6 +53,7 @@ mod ops;
 mod outcomes;
 mod registry;
 mod report;
+mod requests;
 mod state;
 mod tracker;
 

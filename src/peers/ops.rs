@@ -1,22 +1,22 @@
-//! Everything that changes a tracker, and the bookkeeping that follows a change of state:
-//! the registry's index, the health report, and the events.
+//! Everything that changes a peer's connection state (attempts, connections, resets,
+//! ejections), and the bookkeeping that follows a change of state: the registry's index, the
+//! health report, and the events. What requests report is in `requests.rs`.
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::attempt::{AttemptDenied, NextAttempt};
-use super::outcomes::{stamp, unstamp};
+use super::outcomes::unstamp;
 use super::registry::Registry;
 use super::report::{HealthReport, PeerSnapshot};
 use super::state::PeerState;
 use super::tracker::{Tracker, TrackerState};
 use super::{PeerKey, Shared};
-use crate::event::{EventKind, NotRetriedReason, WaitReason};
+use crate::event::{EventKind, WaitReason};
 use crate::time::deadline;
 
 /// What an attempt holds of the gate: whether it was granted as the probe, and which probe.
@@ -57,7 +57,13 @@ impl<K: PeerKey> Shared<K> {
 
     /// Follows up a change made under the tracker's lock: validates the transition, moves the
     /// peer in the index, republishes health and announces the new state.
-    fn settle(&self, t: &Tracker<K>, st: &TrackerState, before: PeerState, now: Instant) {
+    pub(super) fn settle(
+        &self,
+        t: &Tracker<K>,
+        st: &TrackerState,
+        before: PeerState,
+        now: Instant,
+    ) {
         let after = st.public_state();
         if after == before {
             return;
@@ -83,58 +89,6 @@ impl<K: PeerKey> Shared<K> {
                 to: after,
             },
         );
-    }
-
-    /// The hot path: lock-free unless the success is the proof that resets a failed peer.
-    pub(super) fn record_success(&self, t: &Tracker<K>) {
-        if self.count_success(t) {
-            self.mark_proven(t);
-        }
-    }
-
-    /// Counts a success without any lock; returns whether it must also be taken as proof
-    /// ([`mark_proven`](Self::mark_proven), which locks the peer).
-    pub(super) fn count_success(&self, t: &Tracker<K>) -> bool {
-        let unsettled = t.outcomes.success(stamp(self.epoch, Instant::now()));
-        self.count(t, &self.totals.successes);
-        unsettled
-    }
-
-    pub(super) fn mark_proven(&self, t: &Tracker<K>) {
-        let now = Instant::now();
-        let mut st = t.lock();
-        let before = st.public_state();
-        st.prove();
-        t.outcomes.set_unsettled(false);
-        self.settle(t, &st, before, now);
-    }
-
-    /// Counts a failure. The counters need no lock; the error's text goes into the peer's
-    /// buffer, which does.
-    pub(super) fn record_failure(&self, t: &Tracker<K>, error: &dyn Display) {
-        let now = Instant::now();
-        let mut st = t.lock();
-        self.count_failure(t, &mut st, error, now);
-    }
-
-    fn count_failure(
-        &self,
-        t: &Tracker<K>,
-        st: &mut TrackerState,
-        error: &dyn Display,
-        now: Instant,
-    ) {
-        t.outcomes.failure(stamp(self.epoch, now));
-        self.count(t, &self.totals.failures);
-        st.last_error.set(error);
-    }
-
-    /// Adds one to a table-wide total, unless the peer was forgotten: a forgotten peer's
-    /// handles keep working but no longer count in the table's totals.
-    fn count(&self, t: &Tracker<K>, total: &AtomicU64) {
-        if !t.outcomes.is_detached() {
-            total.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     pub(super) fn begin_attempt(
@@ -412,39 +366,6 @@ impl<K: PeerKey> Shared<K> {
         self.events.publish(&t.key, now, EventKind::Restored);
         self.settle(t, &st, PeerState::Ejected, now);
         true
-    }
-
-    pub(super) fn record_retry(
-        &self,
-        t: &Tracker<K>,
-        attempt: u32,
-        delay: Duration,
-        reason: &'static str,
-    ) {
-        let now = Instant::now();
-        let mut st = t.lock();
-        st.retries += 1;
-        self.count(t, &self.totals.retries);
-        self.events.publish(
-            &t.key,
-            now,
-            EventKind::RetryScheduled {
-                attempt,
-                delay,
-                reason,
-            },
-        );
-    }
-
-    pub(super) fn record_not_retried(&self, t: &Tracker<K>, reason: NotRetriedReason) {
-        self.events
-            .publish(&t.key, Instant::now(), EventKind::NotRetried { reason });
-    }
-
-    pub(super) fn record_budget_exhausted(&self, t: &Tracker<K>) {
-        self.count(t, &self.totals.budget_exhausted);
-        self.events
-            .publish(&t.key, Instant::now(), EventKind::BudgetExhausted);
     }
 
     pub(super) fn poll_probe_done(&self, t: &Tracker<K>, cx: &mut Context<'_>) -> Poll<()> {

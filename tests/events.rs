@@ -440,6 +440,12 @@ fn kind_names_are_stable() {
         ),
         (EventKind::BudgetExhausted, "budget_exhausted"),
         (
+            EventKind::NotRetried {
+                reason: redial::event::NotRetriedReason::Deadline,
+            },
+            "not_retried",
+        ),
+        (
             EventKind::Ejected {
                 duration: d,
                 times: 1,

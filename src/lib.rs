@@ -10,6 +10,9 @@
 //!   `MakeService`, following the peer's shared backoff, and
 //!   [`ConnectLayer`](reconnect::connector::ConnectLayer) makes any connector (hyper-util,
 //!   reqwest, tonic) reconnect the same way;
+//! - [`retry`]: [`RetryLayer`](retry::RetryLayer) retries what is safe (transparently when
+//!   nothing was sent), with backoff, server hints, a deadline and a retry budget shared by
+//!   clones;
 //! - [`backoff`]: validated backoff policies with a menu of jitter kinds, seedable, usable by
 //!   tower's own retry middleware;
 //! - [`peers`]: the shared per-peer state: a state machine per peer, counters, the single-flight

@@ -294,12 +294,20 @@ async fn a_success_after_failures_is_returned_and_nothing_more_is_sent() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn errors_the_classifier_refuses_are_not_retried() {
+async fn errors_the_classifier_refuses_are_not_retried_but_counted() {
     let backend = Backend::always(Fail(io::ErrorKind::PermissionDenied));
-    let mut svc = RetryLayer::new().layer(backend.clone());
+    let peers: Peers<Key> = Peers::new();
+    let mut svc = RetryLayer::builder()
+        .peer(peers.peer("api").unwrap())
+        .build()
+        .unwrap()
+        .layer(backend.clone());
     let error = send(&mut svc, 1).await.unwrap_err();
     assert_eq!(io_kind(&error), Some(io::ErrorKind::PermissionDenied));
     assert_eq!(backend.count(), 1);
+    let snapshot = peers.snapshot("api").unwrap();
+    assert_eq!((snapshot.failures, snapshot.retries), (1, 0));
+    assert_eq!(snapshot.last_error.as_deref(), Some("permission denied"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -69,17 +69,22 @@ impl Attempts {
         T: TrackPeer<Req>,
     {
         let decision = config.policy.classify(request, outcome);
+        // Every error is a failure of the peer; a response only when the classifier says so
+        // (a 503 is, a 404 is not).
+        let peer = match (&decision, outcome) {
+            (Decision::DontRetry, Ok(_)) => return Next::Done,
+            _ => config.tracking.peer_of(request),
+        };
+        if let (Some(peer), Err(error)) = (&peer, outcome) {
+            peer.record_failure(&Chain(error.as_ref() as &(dyn Error + 'static)));
+        }
         let (reason, hint, transparent) = match decision {
             Decision::DontRetry => return Next::Done,
             Decision::Retry { reason, after } => (reason, after, false),
             Decision::Transparent { reason } => (reason, None, true),
         };
-        let peer = config.tracking.peer_of(request);
-        if let Some(peer) = &peer {
-            match outcome {
-                Err(error) => peer.record_failure(&Chain(error.as_ref() as &(dyn Error + 'static))),
-                Ok(_) => peer.record_failure(&reason),
-            }
+        if let (Some(peer), Ok(_)) = (&peer, outcome) {
+            peer.record_failure(&reason);
         }
 
         let spent = if transparent {

@@ -385,6 +385,46 @@ async fn a_post_is_retried_only_when_nothing_was_sent_or_it_opted_in() {
     assert_eq!(log[1].1, "payload");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_known_to_be_past_the_cap_is_still_classified_and_reported() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let seen = Arc::clone(&calls);
+    let backend = service_fn(move |_: Request<ReplayBody<Full<Bytes>>>| {
+        *seen.lock().unwrap() += 1;
+        async { response(503) }
+    });
+    let peers: Peers<&'static str> = Peers::new();
+    let mut events = peers.subscribe();
+    let client = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new())
+        .layer(
+            RetryLayer::builder()
+                .classifier(HttpClassifier::new())
+                .backoff(backoff())
+                .peer(peers.peer("api").unwrap())
+                .build()
+                .unwrap(),
+        )
+        .service(backend);
+    // 100 KiB, and the body says so up front: never buffered, never replayable.
+    let request = Request::put("http://api/")
+        .body(Full::new(Bytes::from(vec![7u8; 100 * 1024])))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(*calls.lock().unwrap(), 1);
+    assert_eq!(peers.snapshot("api").unwrap().failures, 1);
+    let kinds: Vec<_> = std::iter::from_fn(|| events.try_recv().unwrap())
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [EventKind::NotRetried {
+            reason: NotRetriedReason::NotReplayable
+        }]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real sockets: hyper-util's legacy client under the replay and retry layers.
 

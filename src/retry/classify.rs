@@ -97,6 +97,15 @@ where
 pub trait Replay<Req> {
     /// A copy of `request` for another attempt, if it can be sent again.
     fn replay(&self, request: &Req) -> Option<Req>;
+
+    /// The copy the layer keeps of each request before sending it: outcomes are classified
+    /// against it and retries are [`replay`](Replay::replay)ed from it; it is never sent
+    /// itself. `None` means the outcome cannot even be classified (nor recorded in the peer),
+    /// so override this when a request that can never be sent again can still be looked at,
+    /// as the HTTP classifier does for a body known to be larger than its replay cap.
+    fn template(&self, request: &Req) -> Option<Req> {
+        self.replay(request)
+    }
 }
 
 /// The classifier for requests that are plain values: any `Clone` request is replayed by

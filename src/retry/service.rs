@@ -90,7 +90,7 @@ where
         let own_budget = config.tracking.budget_of(&request);
         own_budget.as_ref().unwrap_or(&config.budget).deposit();
         // A request that cannot be copied is sent once: there is nothing to retry with.
-        let copy = config.policy.replay(&request);
+        let copy = config.policy.template(&request);
         // The clock is read only when a limit needs it.
         let (call_deadline, attempt_ends) = match (config.deadline, config.attempt_timeout) {
             (None, None) => (None, None),

@@ -14,6 +14,12 @@ impl<B> Replay<Request<ReplayBody<B>>> for HttpClassifier {
         let body = request.body().replay()?;
         Some(rebuild(request, body))
     }
+
+    /// Always a copy, even of a body known to be past the cap, so that the outcome is still
+    /// classified, counted in the peer and reported as not replayable.
+    fn template(&self, request: &Request<ReplayBody<B>>) -> Option<Request<ReplayBody<B>>> {
+        Some(rebuild(request, request.body().for_inspection()))
+    }
 }
 
 /// A request whose body is `Clone` (`Full<Bytes>`, `Empty`, `String`, `()`...): the copy has

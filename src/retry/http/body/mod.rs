@@ -92,6 +92,16 @@ impl<B> ReplayBody<B> {
         })
     }
 
+    /// A copy for looking at, not for sending: the retry layer's template, from which
+    /// [`replay`](ReplayBody::replay)s are made. Read, it fails unless it could have been a
+    /// replay.
+    pub(crate) fn for_inspection(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            cursor: self.shared.inspection_cursor(),
+        }
+    }
+
     /// Whether [`replay`](ReplayBody::replay) would give a copy now. It may stop being so as
     /// copies are read.
     pub fn is_replayable(&self) -> bool {

@@ -208,6 +208,15 @@ impl<B> Shared<B> {
         Poll::Ready(polled)
     }
 
+    /// A cursor for a copy that is looked at but never sent, given even once the body cannot
+    /// be replayed: read, it would fail like any other copy that came too late.
+    pub(super) fn inspection_cursor(&self) -> Cursor {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        Cursor::new(id)
+    }
+
     /// A copy for another attempt, unless the body went past the cap or failed.
     pub(super) fn new_cursor(&self) -> Option<Cursor> {
         let mut state = self.lock();

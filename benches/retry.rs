@@ -176,6 +176,13 @@ mod baseline {
         bencher.bench_local(|| budget.deposit());
     }
 
+    /// `tower::util::BoxService` around the inner service: one boxed future per call, here so
+    /// that the run shows the profiler counting (the services above count none).
+    #[divan::bench]
+    fn boxed(bencher: Bencher) {
+        bench_calls(bencher, tower::util::BoxService::new(Echo));
+    }
+
     /// tower's `TpsBudget::deposit` alone.
     #[divan::bench]
     fn tower_budget_deposit(bencher: Bencher) {

@@ -1,1 +1,0 @@
-//! gRPC retries (being written).

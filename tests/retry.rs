@@ -558,6 +558,7 @@ async fn transparent_retries_are_bounded() {
     let mut events = peers.subscribe();
     let mut svc = RetryLayer::builder()
         .backoff(exact())
+        .max_attempts(2)
         .max_transparent(4)
         .peer(peers.peer("api").unwrap())
         .build()
@@ -566,17 +567,30 @@ async fn transparent_retries_are_bounded() {
 
     let error = send(&mut svc, 1).await.unwrap_err();
     assert_eq!(io_kind(&error), Some(io::ErrorKind::ConnectionRefused));
+    // Past the 4 free ones, a transparent failure is retried as an ordinary one.
     assert_eq!(
         backend.count(),
-        5,
-        "the first attempt and 4 transparent retries"
+        1 + 4 + 1,
+        "the first attempt, 4 free transparent retries, 1 ordinary retry"
     );
     assert_eq!(
         kinds(&mut events).last(),
         Some(&EventKind::NotRetried {
-            reason: NotRetriedReason::TransparentExhausted
+            reason: NotRetriedReason::AttemptsExhausted
         })
     );
+
+    // With no ordinary retries either, transparent ones are all there is.
+    let backend = Backend::always(Fail(io::ErrorKind::ConnectionRefused));
+    let mut svc = RetryLayer::builder()
+        .backoff(exact())
+        .max_attempts(1)
+        .max_transparent(0)
+        .build()
+        .unwrap()
+        .layer(backend.clone());
+    let _ = send(&mut svc, 1).await;
+    assert_eq!(backend.count(), 1);
 }
 
 #[tokio::test(start_paused = true)]

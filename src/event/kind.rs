@@ -82,10 +82,9 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NotRetriedReason {
-    /// `max_attempts` attempts were made.
+    /// `max_attempts` attempts were made (transparent retries past `max_transparent`
+    /// included).
     AttemptsExhausted,
-    /// `max_transparent` transparent retries were made.
-    TransparentExhausted,
     /// The next attempt would start after the call's deadline.
     Deadline,
     /// The request cannot be sent again, e.g. its body streamed past the replay cap.
@@ -97,7 +96,6 @@ impl NotRetriedReason {
     pub fn name(&self) -> &'static str {
         match self {
             NotRetriedReason::AttemptsExhausted => "attempts_exhausted",
-            NotRetriedReason::TransparentExhausted => "transparent_exhausted",
             NotRetriedReason::Deadline => "deadline",
             NotRetriedReason::NotReplayable => "not_replayable",
         }

@@ -9,11 +9,12 @@ use tower::BoxError;
 use super::budget::Budget;
 use super::builder::Config;
 use super::classify::{Classify, Decision, Replay};
+use super::record;
 use super::track::TrackPeer;
 use crate::backoff::Schedule;
 use crate::error::Chain;
 use crate::event::NotRetriedReason;
-use crate::peers::PeerHandle;
+use crate::peers::{PeerHandle, PeerKey};
 use crate::time::deadline;
 
 /// What one request has spent of its limits.
@@ -21,6 +22,7 @@ use crate::time::deadline;
 pub(crate) struct Attempts {
     /// Retries made so far, transparent ones included.
     retries: u32,
+    /// Free transparent retries made (those past `max_transparent` count as ordinary ones).
     transparent: u32,
     /// When the call's deadline passes, if it has one.
     pub(crate) deadline: Option<Instant>,
@@ -87,18 +89,10 @@ impl Attempts {
             peer.record_failure(&reason);
         }
 
-        let spent = if transparent {
-            self.transparent >= config.max_transparent
-        } else {
-            self.retries - self.transparent >= config.max_retries
-        };
-        if spent {
-            let why = if transparent {
-                NotRetriedReason::TransparentExhausted
-            } else {
-                NotRetriedReason::AttemptsExhausted
-            };
-            return not_retried(peer.as_ref(), why, reason);
+        // A transparent failure past the free ones is retried as an ordinary one.
+        let free = transparent && self.transparent < config.max_transparent;
+        if !free && self.retries - self.transparent >= config.max_retries {
+            return not_retried(peer.as_ref(), NotRetriedReason::AttemptsExhausted, reason);
         }
         let Some(replay) = config.policy.replay(request) else {
             return not_retried(peer.as_ref(), NotRetriedReason::NotReplayable, reason);
@@ -108,32 +102,23 @@ impl Attempts {
         let schedule = self
             .schedule
             .get_or_insert_with(|| backoff.schedule_seeded(config.next_seed()));
+        // Drawn even when the server gave a hint, so that the schedule keeps growing.
         let drawn = schedule.next_delay_unbounded();
-        let delay = match hint {
-            // Clamped so that a server can neither make us hammer it nor park us for a day.
-            Some(hint) => hint.clamp(backoff.initial(), backoff.max()),
-            None => drawn,
-        };
+        let delay = hint.map_or(drawn, |hint| record::clamp_hint(hint, &backoff));
         let at = deadline(Instant::now(), delay);
         if self.deadline.is_some_and(|d| at >= d) {
             return not_retried(peer.as_ref(), NotRetriedReason::Deadline, reason);
         }
-        if !self.budget.as_ref().unwrap_or(&config.budget).withdraw() {
-            match &peer {
-                Some(peer) => peer.record_budget_exhausted(),
-                None => tracing::warn!(reason, "retry budget exhausted"),
-            }
+        let budget = self.budget.as_ref().unwrap_or(&config.budget);
+        if !record::withdraw(budget, peer.as_ref(), reason) {
             return Next::Done;
         }
 
         self.retries = self.retries.saturating_add(1);
-        if transparent {
+        if free {
             self.transparent += 1;
         }
-        match &peer {
-            Some(peer) => peer.record_retry(self.retries, delay, reason),
-            None => tracing::debug!(attempt = self.retries, ?delay, reason, "retry scheduled"),
-        }
+        record::retry_scheduled(peer.as_ref(), self.retries, delay, reason);
         Next::Retry {
             request: replay,
             at,
@@ -141,15 +126,12 @@ impl Attempts {
     }
 }
 
-fn not_retried<K: crate::peers::PeerKey, Req>(
+fn not_retried<K: PeerKey, Req>(
     peer: Option<&PeerHandle<K>>,
     why: NotRetriedReason,
     reason: &'static str,
 ) -> Next<Req> {
-    match peer {
-        Some(peer) => peer.record_not_retried(why),
-        None => tracing::debug!(reason, why = why.name(), "retry wanted but not made"),
-    }
+    record::not_retried(peer, why, reason);
     Next::Done
 }
 

@@ -150,8 +150,9 @@ impl<P, T> RetryBuilder<P, T> {
         self
     }
 
-    /// Transparent retries per request (default 5, at most 100): retries of attempts that
-    /// failed before anything was sent. 0 turns them off.
+    /// Free transparent retries per request (default 5, at most 100): retries of attempts
+    /// that failed before anything was sent, not counted in `max_attempts`. Past them, a
+    /// transparent failure is retried as an ordinary one; 0 makes every retry count.
     pub fn max_transparent(mut self, retries: u32) -> Self {
         self.max_transparent = retries;
         self

@@ -28,8 +28,9 @@ pub enum Decision {
         after: Option<Duration>,
     },
     /// The request failed before any byte of it left the process (the connect failed, the
-    /// peer is in backoff, redial failed fast), so repeating it is safe whatever it is. Counted
-    /// apart from `max_attempts`, bounded by `max_transparent` and the budget.
+    /// peer is in backoff, redial failed fast), so repeating it is safe whatever it is. The
+    /// first `max_transparent` are not counted in `max_attempts`; later ones are. All draw on
+    /// the budget.
     Transparent {
         /// Why, as a short stable name.
         reason: &'static str,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::budget::Budget;
 use super::classify::{Classify, Decision, DefaultClassifier};
+use super::record;
 use super::track::{NoPeer, TrackPeer};
 use crate::backoff::{Backoff, Schedule};
 use crate::event::NotRetriedReason;
@@ -470,10 +471,9 @@ impl<'a, C, P: TrackPeer<()>> Run<'a, C, P> {
             return self.not_retried(NotRetriedReason::Deadline, reason);
         };
         let delay = match hint {
-            // Clamped so that a server can neither make us hammer it nor park us for a day, and
-            // cut, like the drawn delay, to end at the time limit.
+            // Cut, like the drawn delay, to end at the time limit.
             Some(hint) => {
-                let hint = hint.clamp(backoff.initial(), backoff.max());
+                let hint = record::clamp_hint(hint, backoff);
                 match (backoff.max_elapsed(), schedule.elapsed()) {
                     (Some(limit), Some(elapsed)) => hint.min(limit.saturating_sub(elapsed)),
                     _ => hint,
@@ -483,11 +483,7 @@ impl<'a, C, P: TrackPeer<()>> Run<'a, C, P> {
         };
 
         if let Some(budget) = &self.config.budget {
-            if !budget.withdraw() {
-                match self.peer() {
-                    Some(peer) => peer.record_budget_exhausted(),
-                    None => tracing::warn!(reason, "retry budget exhausted"),
-                }
+            if !record::withdraw(budget, self.peer(), reason) {
                 return None;
             }
         }
@@ -499,18 +495,12 @@ impl<'a, C, P: TrackPeer<()>> Run<'a, C, P> {
             self.counted = self.counted.saturating_add(1);
         }
         let attempt = self.retries;
-        match self.peer() {
-            Some(peer) => peer.record_retry(attempt, delay, reason),
-            None => tracing::debug!(attempt, ?delay, reason, "retry scheduled"),
-        }
+        record::retry_scheduled(self.peer(), attempt, delay, reason);
         Some(delay)
     }
 
     fn not_retried(&mut self, why: NotRetriedReason, reason: &'static str) -> Option<Duration> {
-        match self.peer() {
-            Some(peer) => peer.record_not_retried(why),
-            None => tracing::debug!(reason, why = why.name(), "retry wanted but not made"),
-        }
+        record::not_retried(self.peer(), why, reason);
         None
     }
 }

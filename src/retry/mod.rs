@@ -3,8 +3,8 @@
 //!
 //! - A [`Classify`] decides per outcome: [`Decision::DontRetry`], [`Decision::Retry`] (it
 //!   may have reached the server; counts against `max_attempts`) or [`Decision::Transparent`]
-//!   (it failed before any byte left, so it is safe for any request; counted apart, bounded
-//!   by `max_transparent`).
+//!   (it failed before any byte left, so it is safe for any request; the first
+//!   `max_transparent` are free of `max_attempts`).
 //! - Delays come from a [`Backoff`](crate::backoff::Backoff) schedule, or from the server's
 //!   hint (`Retry-After`, `grpc-retry-pushback-ms`) clamped into the schedule's
 //!   `[initial, max]`.
@@ -60,6 +60,15 @@
 //!
 //! Errors are [`BoxError`](tower::BoxError)s: the inner service's, or redial's
 //! [`AttemptTimedOut`] and [`DeadlineExceeded`], found with `downcast_ref`.
+//!
+//! The layer records failures and retries in the peer, not successes: a `ReconnectLayer`
+//! below it records those per response. Plain async code gets the same classifiers, budgets
+//! and events through [`retry`], [`retry_tracked`] and [`Retrying`], which also record the
+//! final success, since nothing else would.
+//!
+//! With feature `http`, [`http::HttpClassifier`] classifies by status and method and
+//! [`http::ReplayBody`] makes streaming request bodies replayable; with feature `tonic`,
+//! [`grpc::GrpcClassifier`] classifies by gRPC status code with `grpc-retry-pushback-ms`.
 
 mod attempts;
 mod budget;
@@ -69,6 +78,7 @@ mod error;
 mod future;
 mod helpers;
 mod layer;
+mod record;
 mod service;
 mod track;
 
@@ -77,6 +87,7 @@ pub use builder::RetryBuilder;
 pub use classify::{Classify, Decision, DefaultClassifier, Replay, classify_error};
 pub use error::{AttemptTimedOut, DeadlineExceeded};
 pub use future::ResponseFuture;
+pub use helpers::{Retrying, retry, retry_tracked};
 pub use layer::RetryLayer;
 pub use service::Retry;
 pub use track::{ByRequest, NoPeer, TrackPeer};

@@ -476,6 +476,23 @@ async fn the_deadline_cuts_an_attempt_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_whose_service_turns_ready_at_the_deadline_is_not_sent() {
+    let backend = Backend::always(Fail(io::ErrorKind::ConnectionRefused));
+    let mut svc = RetryLayer::builder()
+        .backoff(exact())
+        .deadline(1500 * MS)
+        .build()
+        .unwrap()
+        .layer(backend.clone());
+    svc.ready().await.unwrap();
+    backend.not_ready_until(Instant::now() + 1500 * MS);
+    let error = svc.call(1).await.unwrap_err();
+    let passed = error.downcast_ref::<DeadlineExceeded>().expect("deadline");
+    assert_eq!(passed.attempts(), 1);
+    assert_eq!(backend.calls(), [0], "nothing was sent at the deadline");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_attempt_times_out_and_is_retried() {
     let backend = Backend::new(|n| if n == 0 { Hang } else { Slow(50) });
     let mut svc = RetryLayer::builder()

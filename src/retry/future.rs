@@ -120,17 +120,23 @@ where
                     this.state.set(State::Polling);
                 }
                 StateProj::Polling => {
-                    match this.service.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {}
+                    let ready = match this.service.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => true,
                         Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
-                        Poll::Pending => {
-                            // Only the deadline's timer is armed here.
+                        Poll::Pending => false,
+                    };
+                    // Ready or not, a retry never starts past the deadline: the caller would
+                    // see a failure while the server may act on the request. (Dropping the
+                    // readied clone releases whatever its `poll_ready` reserved.)
+                    if !ready || is_past_deadline(this.attempts) {
+                        // Only the deadline's timer is armed here.
+                        if !is_past_deadline(this.attempts) {
                             ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
-                            let mut passed = deadline_passed(this.attempts, this.config);
-                            // The retry that was waiting for readiness never started.
-                            passed.attempts = passed.attempts.saturating_sub(1);
-                            return Poll::Ready(Err(passed.into()));
                         }
+                        let mut passed = deadline_passed(this.attempts, this.config);
+                        // The retry that was waiting for readiness never started.
+                        passed.attempts = passed.attempts.saturating_sub(1);
+                        return Poll::Ready(Err(passed.into()));
                     }
                     let Some(request) = this.next.take() else {
                         // `Waiting` is entered only with the next request set.

@@ -638,6 +638,82 @@ async fn redial_unavailable_is_retried_transparently() {
     assert!(error.is::<redial::reconnect::Unavailable>(), "got {error}");
 }
 
+/// Retry over a `ReconnectLayer` recording into the same peer, every call failing: with
+/// `record_errors(false)` each failed attempt is one failure, not two; redial's own fail-fast
+/// errors are never counted by the retry layer.
+#[tokio::test(start_paused = true)]
+async fn over_a_reconnect_layer_on_the_same_peer_errors_are_counted_once() {
+    use redial::reconnect::ReconnectLayer;
+    use redial::retry::classify_fn;
+    use tower::service_fn;
+
+    let peers: Peers<Key> = Peers::new();
+    let peer = peers.peer("db").unwrap();
+    let connector = service_fn(|_: ()| async {
+        let connection =
+            service_fn(|_: u32| async { Err::<String, _>(io::Error::other("internal error")) });
+        Ok::<_, io::Error>(connection)
+    });
+    let reconnect = ReconnectLayer::builder(peer.clone(), ())
+        .build()
+        .unwrap()
+        .layer(connector);
+    let retry_everything = classify_fn(
+        |_: &u32, outcome: &Result<String, BoxError>| match outcome {
+            Ok(_) => Decision::DontRetry,
+            Err(_) => Decision::retry("error"),
+        },
+    );
+    let mut svc = RetryLayer::builder()
+        .classifier(retry_everything)
+        .backoff(exact())
+        .max_attempts(3)
+        .record_errors(false)
+        .peer(peer.clone())
+        .build()
+        .unwrap()
+        .layer(reconnect);
+    let _ = send(&mut svc, 1).await.unwrap_err();
+    let snapshot = peers.snapshot("db").unwrap();
+    assert_eq!((snapshot.failures, snapshot.retries), (3, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn redial_fail_fast_errors_are_not_counted_as_failures_by_the_retry_layer() {
+    let peers: Peers<Key> = Peers::new();
+    // A reconnect service that fails fast at once on a refusing connector.
+    use redial::reconnect::ReconnectLayer;
+    let connector = tower::service_fn(|_: ()| async {
+        Err::<tower::util::BoxService<u32, String, BoxError>, _>(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        ))
+    });
+    let peer = peers.peer("db").unwrap();
+    let reconnect = ReconnectLayer::builder(peer.clone(), ())
+        .fail_fast(Some(Duration::ZERO))
+        .build()
+        .unwrap()
+        .layer(connector);
+    let mut svc = RetryLayer::builder()
+        .backoff(exact())
+        .max_transparent(3)
+        .max_attempts(1)
+        .peer(peer)
+        .build()
+        .unwrap()
+        .layer(tower::util::BoxCloneService::new(
+            reconnect.map_err(BoxError::from),
+        ));
+    let error = send(&mut svc, 1).await.unwrap_err();
+    assert!(error.is::<redial::reconnect::Unavailable>(), "got {error}");
+    let snapshot = peers.snapshot("db").unwrap();
+    assert_eq!(snapshot.retries, 3);
+    assert_eq!(
+        snapshot.failures, snapshot.attempts,
+        "only the connect attempts failed; the fail-fast calls are not failures"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Server hints
 // ---------------------------------------------------------------------------------------------

@@ -9,12 +9,14 @@ use tower::BoxError;
 use super::budget::Budget;
 use super::builder::Config;
 use super::classify::{Classify, Decision, Replay};
+use super::error::AttemptTimedOut;
 use super::record;
 use super::track::TrackPeer;
 use crate::backoff::Schedule;
 use crate::error::Chain;
 use crate::event::NotRetriedReason;
 use crate::peers::{PeerHandle, PeerKey};
+use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::time::deadline;
 
 /// What one request has spent of its limits.
@@ -78,7 +80,10 @@ impl Attempts {
             _ => config.tracking.peer_of(request),
         };
         if let (Some(peer), Err(error)) = (&peer, outcome) {
-            peer.record_failure(&Chain(error.as_ref() as &(dyn Error + 'static)));
+            let error: &(dyn Error + 'static) = error.as_ref();
+            if is_own_timeout(error) || (config.record_errors && !recorded_below(error)) {
+                peer.record_failure(&Chain(error));
+            }
         }
         let (reason, hint, transparent) = match decision {
             Decision::DontRetry => return Next::Done,
@@ -133,6 +138,17 @@ fn not_retried<K: PeerKey, Req>(
 ) -> Next<Req> {
     record::not_retried(peer, why, reason);
     Next::Done
+}
+
+/// The layer's own attempt timeout: only it knows of it.
+fn is_own_timeout(error: &(dyn Error + 'static)) -> bool {
+    error.is::<AttemptTimedOut>()
+}
+
+/// redial's reconnect errors: the layer that made them recorded them (or, failing fast,
+/// decided that nothing happened to record).
+fn recorded_below(error: &(dyn Error + 'static)) -> bool {
+    error.is::<Unavailable>() || error.is::<Exhausted>() || error.is::<ConnectTimeout>()
 }
 
 /// When an attempt started now must end: its own timeout or the call's deadline, whichever

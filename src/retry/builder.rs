@@ -43,6 +43,7 @@ pub(crate) fn default_backoff() -> Backoff {
 /// | [`deadline`](RetryBuilder::deadline) | none |
 /// | [`attempt_timeout`](RetryBuilder::attempt_timeout) | none |
 /// | [`budget`](RetryBuilder::budget) | a new [`Budget::default`] (20 % + 10/s over 10 s) |
+/// | [`record_errors`](RetryBuilder::record_errors) | `true` |
 ///
 /// ```
 /// use std::time::Duration;
@@ -68,6 +69,7 @@ pub struct RetryBuilder<P = DefaultClassifier, T = NoPeer> {
     max_transparent: u32,
     deadline: Option<Duration>,
     attempt_timeout: Option<Duration>,
+    record_errors: bool,
     budget: Option<Budget>,
     seed: Option<u64>,
 }
@@ -82,6 +84,7 @@ impl Default for RetryBuilder {
             max_transparent: 5,
             deadline: None,
             attempt_timeout: None,
+            record_errors: true,
             budget: None,
             seed: None,
         }
@@ -102,6 +105,7 @@ impl<P, T> RetryBuilder<P, T> {
             max_transparent: self.max_transparent,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            record_errors: self.record_errors,
             budget: self.budget,
             seed: self.seed,
         }
@@ -129,6 +133,7 @@ impl<P, T> RetryBuilder<P, T> {
             max_transparent: self.max_transparent,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            record_errors: self.record_errors,
             budget: self.budget,
             seed: self.seed,
         }
@@ -170,6 +175,19 @@ impl<P, T> RetryBuilder<P, T> {
     /// [`AttemptTimedOut`](super::AttemptTimedOut), which the classifier may retry.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether the inner service's errors are counted as failures in the peer (default
+    /// `true`). Turn it off when a redial layer below records them for the same peer (a
+    /// [`ReconnectLayer`](crate::reconnect::ReconnectLayer) or a
+    /// [`ConnectLayer`](crate::reconnect::connector::ConnectLayer) on the same
+    /// [`Peers`](crate::peers::Peers) table), so that one error is not counted twice. Retries,
+    /// responses the classifier calls failures (a 503) and the layer's own attempt timeouts
+    /// are recorded either way; redial's `Unavailable`, `Exhausted` and `ConnectTimeout` never
+    /// are, since the layer that made them already did.
+    pub fn record_errors(mut self, record: bool) -> Self {
+        self.record_errors = record;
         self
     }
 
@@ -243,6 +261,7 @@ impl<P, T> RetryBuilder<P, T> {
             max_transparent: self.max_transparent,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
+            record_errors: self.record_errors,
             budget: self.budget.unwrap_or_default(),
             seed,
             calls: AtomicU64::new(0),
@@ -260,6 +279,7 @@ impl<P: fmt::Debug, T: fmt::Debug> fmt::Debug for RetryBuilder<P, T> {
             .field("max_transparent", &self.max_transparent)
             .field("deadline", &self.deadline)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("record_errors", &self.record_errors)
             .field("budget", &self.budget)
             .finish()
     }
@@ -275,6 +295,7 @@ pub(crate) struct Config<P, T> {
     pub(crate) max_transparent: u32,
     pub(crate) deadline: Option<Duration>,
     pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) record_errors: bool,
     pub(crate) budget: Budget,
     seed: u64,
     /// Requests that needed a backoff schedule, numbering their jitter streams.

@@ -64,7 +64,8 @@ impl Decision {
 ///
 /// Errors arrive as [`BoxError`] in the retry layer (it adds its own, such as a per-attempt
 /// timeout), so classifiers downcast. Any `Fn(&Req, &Result<Res, E>) -> Decision` is a
-/// classifier, which makes a custom one a closure that falls back to a provided one:
+/// classifier, which makes a custom one a closure that falls back to a provided one (give it
+/// to the layer through [`classify_fn`], which adds replay by cloning):
 ///
 /// ```
 /// use redial::retry::{Classify, Decision, DefaultClassifier};
@@ -87,6 +88,57 @@ where
 {
     fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision {
         self(request, outcome)
+    }
+}
+
+/// A classifier from a closure, for requests that are replayed by cloning them: what
+/// [`RetryBuilder::classifier`](super::RetryBuilder::classifier) needs when the decision is
+/// yours but the request is a plain `Clone` value. (A bare closure only classifies; the layer
+/// also needs to [`Replay`] the request.)
+///
+/// ```
+/// use redial::retry::{Decision, DefaultClassifier, Classify, RetryLayer, classify_fn};
+/// use tower::BoxError;
+///
+/// # fn main() -> Result<(), redial::ConfigError> {
+/// let layer = RetryLayer::builder()
+///     .classifier(classify_fn(|request: &u32, outcome: &Result<String, BoxError>| {
+///         match outcome {
+///             Ok(body) if body == "busy" => Decision::retry("busy"),
+///             _ => DefaultClassifier.classify(request, outcome),
+///         }
+///     }))
+///     .build()?;
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
+pub fn classify_fn<F>(classify: F) -> ClassifyFn<F> {
+    ClassifyFn(classify)
+}
+
+/// A closure as a classifier of `Clone` requests; see [`classify_fn`].
+#[derive(Clone, Copy)]
+pub struct ClassifyFn<F>(F);
+
+impl<F> std::fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClassifyFn(..)")
+    }
+}
+
+impl<F, Req, Res, E> Classify<Req, Res, E> for ClassifyFn<F>
+where
+    F: Fn(&Req, &Result<Res, E>) -> Decision,
+{
+    fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision {
+        (self.0)(request, outcome)
+    }
+}
+
+impl<F, Req: Clone> Replay<Req> for ClassifyFn<F> {
+    fn replay(&self, request: &Req) -> Option<Req> {
+        Some(request.clone())
     }
 }
 

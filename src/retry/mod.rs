@@ -62,7 +62,9 @@
 //! [`AttemptTimedOut`] and [`DeadlineExceeded`], found with `downcast_ref`.
 //!
 //! The layer records failures and retries in the peer, not successes: a `ReconnectLayer`
-//! below it records those per response. Plain async code gets the same classifiers, budgets
+//! below it records those per response. When such a layer records for the same peer, build
+//! with [`record_errors(false)`](RetryBuilder::record_errors) so that an error is not counted
+//! twice. Plain async code gets the same classifiers, budgets
 //! and events through [`retry`], [`retry_tracked`] and [`Retrying`], which also record the
 //! final success, since nothing else would.
 //!
@@ -84,7 +86,9 @@ mod track;
 
 pub use budget::{Budget, BudgetBuilder};
 pub use builder::RetryBuilder;
-pub use classify::{Classify, Decision, DefaultClassifier, Replay, classify_error};
+pub use classify::{
+    Classify, ClassifyFn, Decision, DefaultClassifier, Replay, classify_error, classify_fn,
+};
 pub use error::{AttemptTimedOut, DeadlineExceeded};
 pub use future::ResponseFuture;
 pub use helpers::{Retrying, retry, retry_tracked};

@@ -621,3 +621,76 @@ async fn a_body_the_server_did_not_read_is_replayed_whole() {
     assert_eq!(done.received.len(), 2);
     assert_eq!(whole(&done.received[1]), pattern(40 * KIB));
 }
+
+/// A server that closes its first connection as soon as the request head arrived, without a
+/// word (a pooled keep-alive connection closed under the client), then answers 200 on the
+/// next. Returns its address and the number of connections it accepted.
+async fn closes_first_connection() -> (SocketAddr, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        // Bounded: two connections are all any test here makes.
+        for n in 0..2 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            *count.lock().unwrap() += 1;
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => head.extend_from_slice(&buf[..read]),
+                }
+            }
+            if n > 0 {
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+            drop(socket);
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_get_cut_off_by_a_closed_connection_is_retried_and_a_post_is_not() {
+    capped(async {
+        for (method, expected) in [(Method::GET, Some(StatusCode::OK)), (Method::POST, None)] {
+            let (addr, accepted) = closes_first_connection().await;
+            let client: Client<HttpConnector, Full<Bytes>> =
+                Client::builder(TokioExecutor::new()).build_http();
+            let svc = ServiceBuilder::new()
+                .layer(
+                    RetryLayer::builder()
+                        .classifier(HttpClassifier::new())
+                        .backoff(backoff())
+                        .build()
+                        .unwrap(),
+                )
+                .service(client);
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{addr}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let outcome = svc.oneshot(request).await;
+            assert_eq!(
+                outcome.as_ref().ok().map(|r| r.status()),
+                expected,
+                "{method}"
+            );
+            let connections = *accepted.lock().unwrap();
+            assert_eq!(
+                connections,
+                if expected.is_some() { 2 } else { 1 },
+                "{method}"
+            );
+        }
+    })
+    .await;
+}

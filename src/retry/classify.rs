@@ -169,9 +169,10 @@ pub trait Replay<Req> {
 /// | found | decision |
 /// |---|---|
 /// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
-/// | `io::Error` `ConnectionRefused`, `AddrNotAvailable`, `NotConnected` | `Transparent` |
+/// | `io::Error` `ConnectionRefused`, `AddrNotAvailable` | `Transparent` |
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
-/// | `io::Error` `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
+/// | `io::Error` `NotConnected`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
+/// | (feature `hyper`) a `hyper::Error` for an incomplete message (the connection closed mid-request) | `Retry` |
 /// | redial's [`AttemptTimedOut`](super::AttemptTimedOut) | `Retry` |
 /// | anything else, redial's `Exhausted` included (the peer's policy gave up) | `DontRetry` |
 ///
@@ -230,6 +231,14 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
                 return Decision::transparent("connect error");
             }
         }
+        #[cfg(feature = "hyper")]
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            // A pooled connection the server closed just as the request went out: the commonest
+            // safe HTTP/1 retry, and hyper reports it without an io error underneath.
+            if hyper.is_incomplete_message() {
+                return Decision::retry("incomplete message");
+            }
+        }
         next = error.source();
     }
     Decision::DontRetry
@@ -240,7 +249,8 @@ fn classify_io(kind: io::ErrorKind) -> Option<Decision> {
     Some(match kind {
         ConnectionRefused => Decision::transparent("connection refused"),
         AddrNotAvailable => Decision::transparent("address not available"),
-        NotConnected => Decision::transparent("not connected"),
+        // Not connected may come from a write after bytes left: only maybe sent.
+        NotConnected => Decision::retry("not connected"),
         ConnectionReset => Decision::retry("connection reset"),
         ConnectionAborted => Decision::retry("connection aborted"),
         BrokenPipe => Decision::retry("broken pipe"),

@@ -475,9 +475,13 @@ async fn a_streamed_body_is_replayed_byte_for_byte() {
 async fn a_body_past_the_cap_is_sent_once_and_reported() {
     let calls = Calls::new();
     let seen = calls.clone();
-    let server = service_fn(move |_: Request<ReplayBody<Full<Bytes>>>| {
+    // Reads the body (so it can no longer be handed over whole), then answers UNAVAILABLE.
+    let server = service_fn(move |request: Request<ReplayBody<Full<Bytes>>>| {
         seen.record();
-        async move { status("14", None) }
+        async move {
+            let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+            status("14", None)
+        }
     });
     let peers: Peers<Key> = Peers::new();
     let mut events = peers.subscribe();

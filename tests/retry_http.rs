@@ -386,12 +386,53 @@ async fn a_post_is_retried_only_when_nothing_was_sent_or_it_opted_in() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_large_body_whose_connect_failed_is_sent_whole_on_the_retry() {
+    let received = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let log = Arc::clone(&received);
+    // The first call fails before reading anything (a refused connect); the second reads all.
+    let backend = service_fn(move |request: Request<ReplayBody<Full<Bytes>>>| {
+        let log = Arc::clone(&log);
+        async move {
+            if log.lock().unwrap().is_empty() {
+                log.lock().unwrap().push(0);
+                return Err(BoxError::from(io::Error::from(
+                    io::ErrorKind::ConnectionRefused,
+                )));
+            }
+            let body = request.into_body().collect().await?.to_bytes();
+            log.lock().unwrap().push(body.len());
+            response(200)
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new())
+        .layer(
+            RetryLayer::builder()
+                .classifier(HttpClassifier::new())
+                .backoff(backoff())
+                .build()
+                .unwrap(),
+        )
+        .service(backend);
+    let request = Request::post("http://api/upload")
+        .body(Full::new(Bytes::from(vec![7u8; 100 * KIB])))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(*received.lock().unwrap(), [0, 100 * KIB]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_body_known_to_be_past_the_cap_is_still_classified_and_reported() {
     let calls = Arc::new(Mutex::new(0u32));
     let seen = Arc::clone(&calls);
-    let backend = service_fn(move |_: Request<ReplayBody<Full<Bytes>>>| {
+    // Reads the body, then answers 503.
+    let backend = service_fn(move |request: Request<ReplayBody<Full<Bytes>>>| {
         *seen.lock().unwrap() += 1;
-        async { response(503) }
+        async move {
+            request.into_body().collect().await?;
+            response(503)
+        }
     });
     let peers: Peers<&'static str> = Peers::new();
     let mut events = peers.subscribe();

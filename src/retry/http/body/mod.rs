@@ -33,7 +33,9 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// not retry (it emits [`NotRetried`](crate::event::EventKind::NotRetried) with
 /// [`NotReplayable`](crate::event::NotRetriedReason::NotReplayable)). A body whose
 /// [`size_hint`](Body::size_hint) already says it is larger than the cap is past it from the
-/// start: it is streamed once and never buffered.
+/// start: it is streamed once and never buffered. Until the original body is first read,
+/// though, nothing is lost: `replay` then hands the whole body over to the new copy (the
+/// earlier one fails if read), so a request whose connect failed is still retried with it.
 ///
 /// If the original body fails, the copy reading it gets its error, the others
 /// [`ReplayBodyError::SourceFailed`] once they reach that point, and `replay` returns `None`.
@@ -54,7 +56,11 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// assert_eq!(again.collect().await?.to_bytes(), "hello");
 ///
 /// let large = ReplayBody::with_cap(Full::new(Bytes::from(vec![0; 100])), 64);
-/// assert!(large.replay().is_none(), "100 bytes do not fit in 64");
+/// assert_eq!(large.collect().await?.to_bytes().len(), 100, "sent whole, once");
+/// # let large = ReplayBody::with_cap(Full::new(Bytes::from(vec![0; 100])), 64);
+/// # let mut large = std::pin::pin!(large);
+/// # let _ = std::future::poll_fn(|cx| http_body::Body::poll_frame(large.as_mut(), cx)).await;
+/// # assert!(large.replay().is_none(), "100 bytes do not fit in 64 once read");
 /// # Ok(())
 /// # }
 /// ```

@@ -71,6 +71,9 @@ pub(super) struct State<B> {
     end: End,
     /// Once the original body went past the cap: the one copy that reads on (the others fail).
     capped_by: Option<u64>,
+    /// Whether the original body was ever polled. Until it is, a body past the cap is still
+    /// whole, and can be handed to a new copy (a retry of a request that was never sent).
+    touched: bool,
     next_id: u64,
 }
 
@@ -93,6 +96,7 @@ impl<B> Shared<B> {
                 trailers: None,
                 end: End::Open,
                 capped_by: too_large.then_some(0),
+                touched: false,
                 next_id: 1,
             }),
             fan_out: Waker::from(Arc::clone(&wakers)),
@@ -185,6 +189,7 @@ impl<B> Shared<B> {
             });
         };
         self.wakers.register(cx.waker());
+        state.touched = true;
         let polled = inner
             .as_mut()
             .poll_frame(&mut Context::from_waker(&self.fan_out));
@@ -225,6 +230,11 @@ impl<B> Shared<B> {
         }
         let id = state.next_id;
         state.next_id += 1;
+        if state.capped_by.is_some() {
+            // Past the cap but never read: the new copy takes the whole body over, and the
+            // copy that held it fails if it is ever read.
+            state.capped_by = Some(id);
+        }
         Some(Cursor::new(id))
     }
 
@@ -283,7 +293,7 @@ impl<B> Shared<B> {
 
 impl<B> State<B> {
     pub(super) fn is_replayable(&self) -> bool {
-        self.capped_by.is_none() && self.end != End::Failed
+        (self.capped_by.is_none() || !self.touched) && self.end != End::Failed
     }
 
     pub(super) fn cap(&self) -> u64 {

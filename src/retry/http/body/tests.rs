@@ -275,13 +275,24 @@ fn past_the_cap_only_the_reading_copy_goes_on() {
 #[tokio::test]
 async fn a_body_known_to_be_larger_than_the_cap_is_never_buffered() {
     let body = ReplayBody::with_cap(Full::new(Bytes::from(vec![7; 100])), 64);
-    assert!(!body.is_replayable());
-    assert!(body.replay().is_none());
     assert_eq!(body.size_hint().exact(), Some(100));
-    assert_eq!(
-        collect(body).await.len(),
-        100,
-        "it is still sent once, whole"
+    // Never read, it is whole: a copy (the retry of a request whose connect failed) takes it
+    // over, and the first copy may no longer be read.
+    assert!(body.is_replayable());
+    let taken_over = body.replay().expect("an unread body can be handed over");
+    assert!(body.is_replayable());
+    let last = taken_over.replay().expect("still unread");
+    assert_eq!(collect(last).await.len(), 100, "sent once, whole");
+    assert!(
+        !taken_over.is_replayable(),
+        "read past the cap: no more copies"
+    );
+    assert!(taken_over.replay().is_none());
+    let mut earlier = std::pin::pin!(taken_over);
+    let failed = std::future::poll_fn(|cx| earlier.as_mut().poll_frame(cx)).await;
+    assert!(
+        matches!(failed, Some(Err(_))),
+        "a copy that lost the body fails instead of sending part of it"
     );
 
     let fits = ReplayBody::with_cap(Full::new(Bytes::from(vec![7; 64])), 64);

@@ -12,7 +12,8 @@ use crate::peers::{PeerHandle, PeerKey, Peers};
 ///
 /// Implemented by [`NoPeer`] (record nothing), [`PeerHandle`] (every request goes to one
 /// peer) and [`ByRequest`] (a key computed from the request, looked up in a [`Peers`] table).
-/// The peer is looked up only when an attempt fails, never on the happy path.
+/// The peer is looked up only when an attempt fails, never on the happy path; only per-peer
+/// budgets ([`ByRequest::budget_per_peer`]) look the request's budget up on every call.
 pub trait TrackPeer<Req> {
     /// The key type of the peers table.
     type Key: PeerKey;

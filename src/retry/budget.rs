@@ -100,9 +100,7 @@ impl Budget {
         }
         let mut account = self.lock();
         let head = account.rotate(self.inner.slot, Instant::now());
-        let (deposits, withdrawals) = account.totals();
-        let allowed = self.inner.reserve + self.inner.ratio * deposits as f64;
-        if (withdrawals + 1) as f64 > allowed {
+        if self.left(&account) < 1.0 {
             return false;
         }
         account.slots[head].withdrawals += 1;
@@ -116,9 +114,13 @@ impl Budget {
         }
         let mut account = self.lock();
         account.rotate(self.inner.slot, Instant::now());
+        self.left(&account).max(0.0) as u64
+    }
+
+    /// Retries the window's traffic pays for, minus those made (fractional: 20 % of 3).
+    fn left(&self, account: &Account) -> f64 {
         let (deposits, withdrawals) = account.totals();
-        let allowed = self.inner.reserve + self.inner.ratio * deposits as f64;
-        (allowed - withdrawals as f64).max(0.0) as u64
+        self.inner.reserve + self.inner.ratio * deposits as f64 - withdrawals as f64
     }
 
     /// The share of requests that may be retried.
@@ -291,7 +293,7 @@ impl BudgetBuilder {
         Ok(self.assemble())
     }
 
-    fn assemble(self) -> Budget {
+    pub(super) fn assemble(self) -> Budget {
         let window = self.window.max(MIN_WINDOW);
         Budget {
             inner: Arc::new(Inner {

@@ -64,6 +64,13 @@ pub(crate) fn default_backoff() -> Backoff {
 pub struct RetryBuilder<P = DefaultClassifier, T = NoPeer> {
     policy: P,
     tracking: T,
+    settings: Settings,
+}
+
+/// Everything but the two type parameters, so that changing one of those moves the rest as
+/// a whole.
+#[derive(Debug, Clone)]
+struct Settings {
     backoff: Backoff,
     max_attempts: u32,
     max_transparent: u32,
@@ -79,14 +86,16 @@ impl Default for RetryBuilder {
         Self {
             policy: DefaultClassifier,
             tracking: NoPeer,
-            backoff: default_backoff(),
-            max_attempts: 3,
-            max_transparent: 5,
-            deadline: None,
-            attempt_timeout: None,
-            record_errors: true,
-            budget: None,
-            seed: None,
+            settings: Settings {
+                backoff: default_backoff(),
+                max_attempts: 3,
+                max_transparent: 5,
+                deadline: None,
+                attempt_timeout: None,
+                record_errors: true,
+                budget: None,
+                seed: None,
+            },
         }
     }
 }
@@ -100,14 +109,7 @@ impl<P, T> RetryBuilder<P, T> {
         RetryBuilder {
             policy: classifier,
             tracking: self.tracking,
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_transparent: self.max_transparent,
-            deadline: self.deadline,
-            attempt_timeout: self.attempt_timeout,
-            record_errors: self.record_errors,
-            budget: self.budget,
-            seed: self.seed,
+            settings: self.settings,
         }
     }
 
@@ -128,14 +130,7 @@ impl<P, T> RetryBuilder<P, T> {
         RetryBuilder {
             policy: self.policy,
             tracking,
-            backoff: self.backoff,
-            max_attempts: self.max_attempts,
-            max_transparent: self.max_transparent,
-            deadline: self.deadline,
-            attempt_timeout: self.attempt_timeout,
-            record_errors: self.record_errors,
-            budget: self.budget,
-            seed: self.seed,
+            settings: self.settings,
         }
     }
 
@@ -144,14 +139,14 @@ impl<P, T> RetryBuilder<P, T> {
     /// [`deadline`](RetryBuilder::deadline). Server hints are clamped into its
     /// `[initial, max]`. A seed set on it seeds the layer, as [`seed`](RetryBuilder::seed).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
     /// Attempts per request, the first included (default 3, between 1 and 100). Transparent
     /// retries are not counted here.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
+        self.settings.max_attempts = attempts;
         self
     }
 
@@ -159,7 +154,7 @@ impl<P, T> RetryBuilder<P, T> {
     /// that failed before anything was sent, not counted in `max_attempts`. Past them, a
     /// transparent failure is retried as an ordinary one; 0 makes every retry count.
     pub fn max_transparent(mut self, retries: u32) -> Self {
-        self.max_transparent = retries;
+        self.settings.max_transparent = retries;
         self
     }
 
@@ -167,14 +162,14 @@ impl<P, T> RetryBuilder<P, T> {
     /// an attempt, the call fails with [`DeadlineExceeded`](super::DeadlineExceeded); a retry
     /// that would start after it is not made and the last outcome is returned.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
+        self.settings.deadline = Some(deadline);
         self
     }
 
     /// The most time one attempt may take; a slower attempt fails with
     /// [`AttemptTimedOut`](super::AttemptTimedOut), which the classifier may retry.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.settings.attempt_timeout = Some(timeout);
         self
     }
 
@@ -187,54 +182,49 @@ impl<P, T> RetryBuilder<P, T> {
     /// are recorded either way; redial's `Unavailable`, `Exhausted` and `ConnectTimeout` never
     /// are, since the layer that made them already did.
     pub fn record_errors(mut self, record: bool) -> Self {
-        self.record_errors = record;
+        self.settings.record_errors = record;
         self
     }
 
     /// The retry budget. Pass clones of one [`Budget`] to several layers to bound them
     /// together; by default each layer has its own, shared by all its services and clones.
     pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = Some(budget);
+        self.settings.budget = Some(budget);
         self
     }
 
     /// Seeds the jitter, so that a test replays the same delays (request `n` of the layer gets
     /// the `n`-th derived stream).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
+        self.settings.seed = Some(seed);
         self
     }
 
     /// Checks the values and builds the layer.
     pub fn build(self) -> Result<RetryLayer<P, T>, ConfigError> {
         let bad = |field, kind, detail: String| Err(ConfigError::new("retry", field, kind, detail));
-        if self.max_attempts == 0 {
+        if self.settings.max_attempts == 0 {
             return bad(
                 "max_attempts",
                 ConfigErrorKind::Zero,
                 "0 attempts would never send the request; use 1 for no retries".into(),
             );
         }
-        if self.max_attempts > MAX_ATTEMPTS {
-            return bad(
-                "max_attempts",
-                ConfigErrorKind::TooLarge,
-                format!("{} is above the limit of {MAX_ATTEMPTS}", self.max_attempts),
-            );
-        }
-        if self.max_transparent > MAX_ATTEMPTS {
-            return bad(
-                "max_transparent",
-                ConfigErrorKind::TooLarge,
-                format!(
-                    "{} is above the limit of {MAX_ATTEMPTS}",
-                    self.max_transparent
-                ),
-            );
+        for (field, value) in [
+            ("max_attempts", self.settings.max_attempts),
+            ("max_transparent", self.settings.max_transparent),
+        ] {
+            if value > MAX_ATTEMPTS {
+                return bad(
+                    field,
+                    ConfigErrorKind::TooLarge,
+                    format!("{value} is above the limit of {MAX_ATTEMPTS}"),
+                );
+            }
         }
         for (field, value) in [
-            ("deadline", self.deadline),
-            ("attempt_timeout", self.attempt_timeout),
+            ("deadline", self.settings.deadline),
+            ("attempt_timeout", self.settings.attempt_timeout),
         ] {
             if value == Some(Duration::ZERO) {
                 return bad(
@@ -249,21 +239,27 @@ impl<P, T> RetryBuilder<P, T> {
 
     /// Builds the layer from values already checked.
     pub(crate) fn assemble(self) -> RetryLayer<P, T> {
-        let seed = self
-            .seed
-            .or(self.backoff.seed())
-            .unwrap_or_else(rng::random_seed);
+        let Settings {
+            backoff,
+            max_attempts,
+            max_transparent,
+            deadline,
+            attempt_timeout,
+            record_errors,
+            budget,
+            seed,
+        } = self.settings;
         RetryLayer::from_config(Arc::new(Config {
             policy: self.policy,
             tracking: self.tracking,
-            backoff: self.backoff,
-            max_retries: self.max_attempts - 1,
-            max_transparent: self.max_transparent,
-            deadline: self.deadline,
-            attempt_timeout: self.attempt_timeout,
-            record_errors: self.record_errors,
-            budget: self.budget.unwrap_or_default(),
-            seed,
+            backoff,
+            max_retries: max_attempts - 1,
+            max_transparent,
+            deadline,
+            attempt_timeout,
+            record_errors,
+            budget: budget.unwrap_or_default(),
+            seed: seed.or(backoff.seed()).unwrap_or_else(rng::random_seed),
             calls: AtomicU64::new(0),
         }))
     }
@@ -274,13 +270,7 @@ impl<P: fmt::Debug, T: fmt::Debug> fmt::Debug for RetryBuilder<P, T> {
         f.debug_struct("RetryBuilder")
             .field("classifier", &self.policy)
             .field("tracking", &self.tracking)
-            .field("backoff", &self.backoff)
-            .field("max_attempts", &self.max_attempts)
-            .field("max_transparent", &self.max_transparent)
-            .field("deadline", &self.deadline)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("record_errors", &self.record_errors)
-            .field("budget", &self.budget)
+            .field("settings", &self.settings)
             .finish()
     }
 }

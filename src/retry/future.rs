@@ -128,9 +128,10 @@ where
                     // Ready or not, a retry never starts past the deadline: the caller would
                     // see a failure while the server may act on the request. (Dropping the
                     // readied clone releases whatever its `poll_ready` reserved.)
-                    if !ready || is_past_deadline(this.attempts) {
-                        // Only the deadline's timer is armed here.
-                        if !is_past_deadline(this.attempts) {
+                    let past = is_past_deadline(this.attempts);
+                    if !ready || past {
+                        if !past {
+                            // Only the deadline's timer is armed here.
                             ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                         }
                         let mut passed = deadline_passed(this.attempts, this.config);

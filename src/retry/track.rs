@@ -107,17 +107,18 @@ impl<K, F> ByRequest<K, F> {
 }
 
 impl<K: PeerKey> PerPeer<K> {
-    fn budget(&self, key: K, peers: &Peers<K>) -> Option<Budget> {
+    fn budget(&self, key: K, peers: &Peers<K>) -> Budget {
         let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(budget) = budgets.get(&key) {
-            return Some(budget.clone());
+            return budget.clone();
         }
         if budgets.len() >= peers.capacity() {
             budgets.retain(|k, _| peers.get(k).is_some());
         }
-        let budget = self.template.build().ok()?;
+        // The template was validated by `budget_per_peer`.
+        let budget = self.template.assemble();
         budgets.insert(key, budget.clone());
-        Some(budget)
+        budget
     }
 }
 
@@ -143,6 +144,6 @@ where
 
     fn budget_of(&self, request: &Req) -> Option<Budget> {
         let budgets = self.budgets.as_ref()?;
-        budgets.budget((self.key)(request)?, &self.peers)
+        Some(budgets.budget((self.key)(request)?, &self.peers))
     }
 }

@@ -15,14 +15,13 @@
 //!   one allocation per call shows that the allocation profiler counts (the others count none).
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
+use std::future::{Ready, ready};
 use std::task::{Context, Poll, Waker};
 
-use divan::{Bencher, black_box};
+use divan::Bencher;
 use redial::peers::Peers;
 use redial::reconnect::ReconnectLayer;
-use tower::{BoxError, Layer, Service};
+use tower::{Layer, Service};
 
 #[global_allocator]
 static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
@@ -30,26 +29,12 @@ static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 /// The target every connector is asked to connect to.
 const TARGET: &str = "127.0.0.1:7";
 
+mod common;
+
+use common::{Echo, bench_calls, call_once};
+
 fn main() {
     divan::main();
-}
-
-/// The inner service: answers each request with itself, at once, without allocating.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        ready(Ok(request))
-    }
 }
 
 /// The connector (a `MakeService`): every connection is an `Echo`, made at once.
@@ -68,38 +53,6 @@ impl Service<&'static str> for Connect {
     fn call(&mut self, _target: &'static str) -> Self::Future {
         ready(Ok(Echo))
     }
-}
-
-/// One happy-path call: `poll_ready`, `call`, then the response future polled to completion.
-/// Panics if any step is not ready at once: every service here answers without waiting.
-fn call_once<S>(service: &mut S, cx: &mut Context<'_>, request: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: Into<BoxError>,
-{
-    match service.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(error)) => panic!("poll_ready failed: {}", error.into()),
-        Poll::Pending => panic!("poll_ready pending on a connected service"),
-    }
-    let mut future = pin!(service.call(request));
-    match future.as_mut().poll(cx) {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(error)) => panic!("call failed: {}", error.into()),
-        Poll::Pending => panic!("response pending from a trivial service"),
-    }
-}
-
-/// Warms `service` up with one call (connecting it, for the wrappers), then measures calls.
-fn bench_calls<S>(bencher: Bencher, mut service: S)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: Into<BoxError>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    // Wrappers connect on their first `poll_ready`, with a connector that is ready at once.
-    assert_eq!(call_once(&mut service, &mut cx, 1), 1);
-    bencher.bench_local(|| call_once(&mut service, &mut cx, black_box(2)));
 }
 
 /// The inner service alone: the floor.

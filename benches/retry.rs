@@ -12,77 +12,25 @@
 //!   the request, retry errors, draw on a `TpsBudget` (20 %, 10/s over 10 s). Without the budget
 //!   it is shown too, as its floor.
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
-use std::pin::pin;
+use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use divan::{Bencher, black_box};
+use divan::Bencher;
 use redial::peers::Peers;
 use redial::retry::RetryLayer;
+use tower::Layer;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{BoxError, Layer, Service};
 
 #[global_allocator]
 static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
 
+mod common;
+
+use common::{Echo, bench_calls};
+
 fn main() {
     divan::main();
-}
-
-/// The inner service: answers each request with itself, at once, without allocating.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u64> for Echo {
-    type Response = u64;
-    type Error = Infallible;
-    type Future = Ready<Result<u64, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: u64) -> Self::Future {
-        ready(Ok(request))
-    }
-}
-
-/// One happy-path call. Panics if any step is not ready at once.
-fn call_once<S>(service: &mut S, cx: &mut Context<'_>, request: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: Into<BoxError>,
-{
-    match service.poll_ready(cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(error)) => panic!("poll_ready failed: {}", error.into()),
-        Poll::Pending => panic!("poll_ready pending on an always-ready service"),
-    }
-    let mut future = pin!(service.call(request));
-    match future.as_mut().poll(cx) {
-        Poll::Ready(Ok(response)) => response,
-        Poll::Ready(Err(error)) => panic!("call failed: {}", error.into()),
-        Poll::Pending => panic!("response pending from a trivial service"),
-    }
-}
-
-fn bench_calls<S>(bencher: Bencher, mut service: S)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: Into<BoxError>,
-{
-    // Timers are only armed for limits that are set; a runtime is entered in case.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let _guard = rt.enter();
-    let mut cx = Context::from_waker(Waker::noop());
-    assert_eq!(call_once(&mut service, &mut cx, 1), 1);
-    bencher.bench_local(|| call_once(&mut service, &mut cx, black_box(2)));
 }
 
 /// The inner service alone: the floor.

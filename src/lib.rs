@@ -61,8 +61,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+pub mod classify;
 mod error;
 pub mod event;
+pub mod health;
 pub mod peers;
 pub mod reconnect;
 pub mod retry;

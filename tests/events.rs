@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redial::backoff::{Backoff, Jitter};
 use redial::event::{Event, EventKind, RecvError, Subscription, WaitReason};
-use redial::peers::{NextAttempt, PeerState, Peers};
+use redial::peers::{EjectionCause, NextAttempt, PeerState, Peers};
 use tokio::time::{Instant, advance};
 
 type Key = &'static str;
@@ -368,7 +368,8 @@ async fn retries_budgets_and_ejections() {
             (
                 2 * MS,
                 EventKind::Ejected {
-                    duration: Duration::from_secs(30),
+                    duration: Some(Duration::from_secs(30)),
+                    cause: EjectionCause::Outlier,
                     times: 1
                 }
             ),
@@ -376,7 +377,8 @@ async fn retries_budgets_and_ejections() {
             (
                 3 * MS,
                 EventKind::Ejected {
-                    duration: Duration::from_secs(60),
+                    duration: Some(Duration::from_secs(60)),
+                    cause: EjectionCause::Outlier,
                     times: 2
                 }
             ),
@@ -447,12 +449,19 @@ fn kind_names_are_stable() {
         ),
         (
             EventKind::Ejected {
-                duration: d,
+                duration: Some(d),
+                cause: EjectionCause::Outlier,
                 times: 1,
             },
             "ejected",
         ),
         (EventKind::Restored, "restored"),
+        (
+            EventKind::EjectionSkipped {
+                reason: redial::event::SkipReason::PanicGuard,
+            },
+            "ejection_skipped",
+        ),
         (
             changed(PeerState::Idle, PeerState::Connecting),
             "state_changed",

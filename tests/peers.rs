@@ -98,7 +98,7 @@ fn can_become_matches_the_documented_table() {
         /* Connected  */ [T, T, F, T, T, T],
         /* Backoff    */ [T, T, T, F, T, F],
         /* Ejected    */ [T, T, T, T, F, T],
-        /* Exhausted  */ [T, F, T, F, F, F],
+        /* Exhausted  */ [T, F, T, F, T, F],
     ];
     assert_eq!(
         PeerState::ALL,
@@ -116,8 +116,8 @@ fn can_become_matches_the_documented_table() {
         // Staying put is not a step.
         assert!(!from.can_become(from));
     }
-    // An exhausted peer is never ejected, never probed, never backs off again without a reset.
-    assert!(!Exhausted.can_become(Ejected));
+    // An exhausted peer is never probed, never backs off again without a reset, and is
+    // ejected only by hand (health leaves it alone: no request reaches it anyway).
     assert!(!Exhausted.can_become(Connecting));
     assert!(!Exhausted.can_become(Backoff));
 }

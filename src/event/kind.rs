@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::peers::PeerState;
+use crate::peers::{EjectionCause, PeerState};
 
 /// What happened. New kinds may be added in minor releases.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,15 +59,23 @@ pub enum EventKind {
         /// What ruled it out.
         reason: NotRetriedReason,
     },
-    /// Health checks took the peer out of use.
+    /// Health took the peer out of use.
     Ejected {
-        /// For how long.
-        duration: Duration,
+        /// For how long before probes may test it; `None` for an ejection that lasts until
+        /// whoever made it says otherwise (an active check, a manual override).
+        duration: Option<Duration>,
+        /// Who ejected it.
+        cause: EjectionCause,
         /// How many times it has been ejected since it was first tracked, this time included.
         times: u32,
     },
     /// The peer is back in use after an ejection.
     Restored,
+    /// Health would have ejected the peer but did not.
+    EjectionSkipped {
+        /// What held it back.
+        reason: SkipReason,
+    },
     /// The peer's state changed.
     StateChanged {
         /// The state it left.
@@ -75,6 +83,29 @@ pub enum EventKind {
         /// The state it entered.
         to: PeerState,
     },
+}
+
+/// Why a peer that tripped its health thresholds was not ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// Shadow mode: ejections are reported, never enforced.
+    Shadow,
+    /// The panic guard: as many peers as `max_ejection_percent` allows are ejected already.
+    PanicGuard,
+    /// The peer is forced closed ([`Override::Closed`](crate::peers::Override::Closed)).
+    ForcedClosed,
+}
+
+impl SkipReason {
+    /// A short lowercase name, e.g. `"panic_guard"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SkipReason::Shadow => "shadow",
+            SkipReason::PanicGuard => "panic_guard",
+            SkipReason::ForcedClosed => "forced_closed",
+        }
+    }
 }
 
 /// Why a retry the classifier asked for did not happen (an empty budget has its own event,
@@ -126,6 +157,7 @@ impl EventKind {
             EventKind::NotRetried { .. } => "not_retried",
             EventKind::Ejected { .. } => "ejected",
             EventKind::Restored => "restored",
+            EventKind::EjectionSkipped { .. } => "ejection_skipped",
             EventKind::StateChanged { .. } => "state_changed",
         }
     }

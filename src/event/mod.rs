@@ -38,7 +38,7 @@ mod subscription;
 
 use tokio::time::Instant;
 
-pub use kind::{EventKind, NotRetriedReason, WaitReason};
+pub use kind::{EventKind, NotRetriedReason, SkipReason, WaitReason};
 pub(crate) use publish::Publisher;
 pub use subscription::{RecvError, Subscription};
 

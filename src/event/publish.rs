@@ -78,10 +78,18 @@ fn trace<K: Debug>(peer: &K, kind: &EventKind) {
         EventKind::NotRetried { reason } => tracing::debug!(
             peer = ?peer, kind = name, reason = reason.name(), "retry wanted but not made"
         ),
-        EventKind::Ejected { duration, times } => tracing::info!(
-            peer = ?peer, kind = name, duration = ?duration, times, "peer ejected"
+        EventKind::Ejected {
+            duration,
+            cause,
+            times,
+        } => tracing::info!(
+            peer = ?peer, kind = name, duration = ?duration, cause = cause.name(), times,
+            "peer ejected"
         ),
         EventKind::Restored => tracing::info!(peer = ?peer, kind = name, "peer restored"),
+        EventKind::EjectionSkipped { reason } => tracing::warn!(
+            peer = ?peer, kind = name, reason = reason.name(), "ejection skipped"
+        ),
         EventKind::StateChanged { from, to } => tracing::info!(
             peer = ?peer, kind = name, from = ?from, to = ?to, "peer state changed"
         ),

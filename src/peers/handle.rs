@@ -2,17 +2,18 @@
 
 use std::fmt::{self, Display};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan};
 use super::attempt::{Attempt, AttemptDenied};
 use super::report::PeerSnapshot;
-use super::state::{Origin, PeerState};
+use super::state::{Origin, Override, PeerState};
 use super::tracker::Tracker;
 use super::{PeerKey, Shared};
-use crate::event::NotRetriedReason;
+use crate::event::{NotRetriedReason, SkipReason};
 
 /// A cheap, clonable handle to one tracked peer, from [`Peers::peer`](super::Peers::peer).
 ///
@@ -157,19 +158,86 @@ impl<K: PeerKey> PeerHandle<K> {
         self.shared.reset(&self.tracker);
     }
 
-    /// Takes the peer out of use (health's decision) for `duration`, which is reported in the
-    /// [`Ejected`](crate::event::EventKind::Ejected) event and the snapshot's `ejected_until`.
-    /// The peer stays ejected until [`restore`](PeerHandle::restore): deciding when is the health
-    /// layer's job. Returns `false`, changing nothing, for an exhausted peer. Connect attempts
-    /// are not blocked by an ejection, so a probe request can still reach the peer.
+    /// Takes the peer out of use for `duration`, as health does with an outlier: the
+    /// [`Ejected`](crate::event::EventKind::Ejected) event and the snapshot's `ejected_until`
+    /// say how long. The peer stays ejected until a probe request through a
+    /// [`HealthLayer`](crate::health::HealthLayer) succeeds once the time is over, or until
+    /// [`restore`](PeerHandle::restore). Ejecting an outlier again restarts its ejection with
+    /// the new `duration`. Returns `false`, changing nothing, for a peer that is exhausted,
+    /// forced closed, or ejected by an active check or by hand. Connect attempts are not
+    /// blocked by an ejection, so a probe request can still reach the peer.
     pub fn eject(&self, duration: Duration) -> bool {
-        self.shared.eject(&self.tracker, duration)
+        self.shared
+            .eject_outlier(&self.tracker, None, true, |history| EjectionPlan {
+                multiplier: history.multiplier.saturating_add(1),
+                duration,
+            })
+            .is_ok()
     }
 
-    /// Ends an ejection: the peer returns to the state underneath. Returns whether it was
-    /// ejected.
+    /// Ends any ejection: the peer returns to the state underneath. A manual
+    /// [`Override::Open`] is lifted with it. Returns whether the peer was ejected.
     pub fn restore(&self) -> bool {
         self.shared.restore(&self.tracker)
+    }
+
+    /// Overrides health by hand: [`Override::Open`] ejects the peer until further notice,
+    /// [`Override::Closed`] restores it and keeps it in use whatever health says, and
+    /// [`Override::Automatic`] hands the decision back to health.
+    pub fn set_override(&self, to: Override) {
+        self.shared.set_override(&self.tracker, to);
+    }
+
+    /// The manual override in force.
+    pub fn health_override(&self) -> Override {
+        self.tracker.lock().health_override
+    }
+
+    /// Whether a request may go to the peer now; see [`Admission`]. Lock-free for a peer that
+    /// is not ejected. A rejected caller's `waker` is woken when that may change.
+    pub(crate) fn admit(&self, probes: u32, waker: Option<&Waker>) -> Admission<K> {
+        if !self.tracker.outcomes.is_ejected() {
+            return Admission::Open;
+        }
+        self.shared.admit(&self.tracker, self, probes, waker)
+    }
+
+    /// An outlier ejection sized by `plan`, held back by the panic guard when `max_ejected`
+    /// of the tracked peers are out already.
+    pub(crate) fn eject_outlier(
+        &self,
+        max_ejected: Option<f64>,
+        plan: impl FnOnce(EjectionHistory) -> EjectionPlan,
+    ) -> Result<Duration, EjectRefused> {
+        self.shared
+            .eject_outlier(&self.tracker, max_ejected, false, plan)
+    }
+
+    /// Reports an ejection health wanted and did not make (shadow mode).
+    pub(crate) fn skip_ejection(&self, reason: SkipReason) {
+        let mut st = self.tracker.lock();
+        self.shared
+            .skip(&self.tracker, &mut st, reason, Instant::now());
+    }
+
+    /// An active health check found the peer down.
+    pub(crate) fn eject_by_check(&self) -> bool {
+        self.shared.eject_by_check(&self.tracker)
+    }
+
+    /// An active health check found the peer up.
+    pub(crate) fn restore_by_check(&self) -> bool {
+        self.shared.restore_by_check(&self.tracker)
+    }
+
+    /// A success as the health layer judges it: ends its run of failures. Lock-free.
+    pub(crate) fn health_success(&self) {
+        self.tracker.outcomes.health_success();
+    }
+
+    /// A failure as the health layer judges it; returns the failures in a row. Lock-free.
+    pub(crate) fn health_failure(&self) -> u32 {
+        self.tracker.outcomes.health_failure()
     }
 
     /// A request to the peer will be retried: counts it and emits

@@ -46,8 +46,10 @@
 //! would deadlock); event subscribers are not affected, they receive events on their own tasks.
 //! Wakers are always woken after the lock is released.
 
+mod admission;
 mod attempt;
 mod builder;
+mod ejection;
 mod handle;
 mod ops;
 mod outcomes;
@@ -66,11 +68,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub(crate) use admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan, ProbePermit};
 pub use attempt::{Attempt, AttemptDenied, NextAttempt};
 pub use builder::PeersBuilder;
+pub(crate) use ejection::allowed_ejections;
 pub use handle::PeerHandle;
 pub use report::{HealthReport, PeerSnapshot, Stats};
-pub use state::{Origin, PeerState};
+pub use state::{EjectionCause, Origin, Override, PeerState};
 
 use crate::backoff::Backoff;
 use crate::error::CapacityError;

@@ -35,7 +35,7 @@ impl Ticket {
 }
 
 /// Wakes tasks taken from a tracker, after its lock was released.
-fn wake(waiters: Vec<Waker>) {
+pub(super) fn wake(waiters: Vec<Waker>) {
     for waker in waiters {
         waker.wake();
     }
@@ -64,16 +64,40 @@ impl<K: PeerKey> Shared<K> {
         before: PeerState,
         now: Instant,
     ) {
+        if st.public_state() == before {
+            return;
+        }
+        if t.outcomes.is_detached() {
+            self.announce(t, st, before, now);
+        } else {
+            let mut registry = self.registry_write();
+            self.settle_locked(t, st, before, now, &mut registry);
+        }
+    }
+
+    /// [`settle`](Self::settle) for a caller that holds the registry's lock already.
+    pub(super) fn settle_locked(
+        &self,
+        t: &Tracker<K>,
+        st: &TrackerState,
+        before: PeerState,
+        now: Instant,
+        registry: &mut Registry<K>,
+    ) {
         let after = st.public_state();
         if after == before {
             return;
         }
         // Keep the index true to the tracker first, whatever follows.
         if !t.outcomes.is_detached() {
-            let mut registry = self.registry_write();
             registry.move_state(&t.key, before, after);
-            self.publish_health(&registry, now);
+            self.publish_health(registry, now);
         }
+        self.announce(t, st, before, now);
+    }
+
+    fn announce(&self, t: &Tracker<K>, st: &TrackerState, before: PeerState, now: Instant) {
+        let after = st.public_state();
         if !before.can_become(after) {
             tracing::error!(peer = ?t.key, from = ?before, to = ?after, "redial bug: invalid peer state transition");
             debug_assert!(
@@ -341,33 +365,6 @@ impl<K: PeerKey> Shared<K> {
         self.settle(t, &st, before, now);
     }
 
-    pub(super) fn eject(&self, t: &Tracker<K>, duration: Duration) -> bool {
-        let now = Instant::now();
-        let mut st = t.lock();
-        let before = st.public_state();
-        if before == PeerState::Exhausted {
-            return false;
-        }
-        st.times_ejected = st.times_ejected.saturating_add(1);
-        st.ejected_until = Some(deadline(now, duration));
-        let times = st.times_ejected;
-        self.events
-            .publish(&t.key, now, EventKind::Ejected { duration, times });
-        self.settle(t, &st, before, now);
-        true
-    }
-
-    pub(super) fn restore(&self, t: &Tracker<K>) -> bool {
-        let now = Instant::now();
-        let mut st = t.lock();
-        if st.ejected_until.take().is_none() {
-            return false;
-        }
-        self.events.publish(&t.key, now, EventKind::Restored);
-        self.settle(t, &st, PeerState::Ejected, now);
-        true
-    }
-
     pub(super) fn poll_probe_done(&self, t: &Tracker<K>, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = t.lock();
         if !st.probe_in_flight {
@@ -400,7 +397,10 @@ impl<K: PeerKey> Shared<K> {
             next_attempt_at: st.next_attempt_at,
             attempt_in_flight: st.probe_in_flight,
             times_ejected: st.times_ejected,
-            ejected_until: st.ejected_until,
+            ejected_until: st.ejection.and_then(|e| e.until),
+            ejection_cause: st.ejection.map(|e| e.cause),
+            health_override: st.health_override,
+            skipped_ejections: st.skipped_ejections,
         }
     }
 }

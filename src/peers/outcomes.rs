@@ -24,6 +24,12 @@ pub(crate) struct Outcomes {
     /// connection, so the success is the proof that resets its schedule. Set, conservatively, by
     /// every locked operation that creates such work, cleared only by the proof itself.
     unsettled: AtomicBool,
+    /// Failures in a row as the health layer judges them (its classifier, not every error the
+    /// other layers count), for its consecutive-failure trigger.
+    health_failures: AtomicU32,
+    /// Mirrors "an ejection is in effect", so that admitting a request to a healthy peer reads
+    /// one atomic and takes no lock.
+    ejected: AtomicBool,
     /// The peer was forgotten: its handles no longer count in the table's totals nor touch its
     /// index. Set under the peer's lock, so locked code reads it consistently too.
     detached: AtomicBool,
@@ -67,6 +73,34 @@ impl Outcomes {
     /// Whether a success would be the proof that resets a failed or untried connection.
     pub(crate) fn is_unsettled(&self) -> bool {
         self.unsettled.load(Relaxed)
+    }
+
+    /// A success as health judges it; skips the store when there is nothing to clear, so the
+    /// happy path does not dirty the line.
+    pub(crate) fn health_success(&self) {
+        if self.health_failures.load(Relaxed) != 0 {
+            self.health_failures.store(0, Relaxed);
+        }
+    }
+
+    /// A failure as health judges it; returns the failures in a row, this one included.
+    pub(crate) fn health_failure(&self) -> u32 {
+        self.health_failures
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_add(1)))
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    pub(crate) fn clear_health_failures(&self) {
+        self.health_failures.store(0, Relaxed);
+    }
+
+    pub(crate) fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Relaxed);
+    }
+
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Relaxed)
     }
 
     pub(crate) fn detach(&self) {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::{Origin, PeerState};
+use super::state::{EjectionCause, Origin, Override, PeerState};
 
 /// A copy of one peer's record at one instant. See [`Peers::snapshot`](super::Peers::snapshot).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,8 +44,15 @@ pub struct PeerSnapshot<K> {
     pub attempt_in_flight: bool,
     /// How many times the peer was ejected since it was first tracked.
     pub times_ejected: u32,
-    /// When the current ejection ends, if the peer is ejected.
+    /// When the current ejection's time is over and probes may test the peer, if it is
+    /// ejected as an outlier.
     pub ejected_until: Option<Instant>,
+    /// Who ejected the peer, if it is ejected.
+    pub ejection_cause: Option<EjectionCause>,
+    /// The manual override in force.
+    pub health_override: Override,
+    /// Ejections health wanted but did not make (shadow mode, panic guard, forced closed).
+    pub skipped_ejections: u64,
 }
 
 /// Totals over every tracked peer, in the spirit of a connection manager's stats.

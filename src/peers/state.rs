@@ -13,7 +13,7 @@ use std::fmt;
 ///    └──────────┘  ├──► Backoff ──► Connecting (delay over)
 ///                  └──► Exhausted ──► Idle (reset)
 ///
-///   any state but Exhausted ──► Ejected ──► the state underneath (restored)
+///   any state ──► Ejected ──► the state underneath (restored)   (an exhausted peer: by hand only)
 ///
 ///   a broken connection or a failed attempt makes the peer *suspect*: until a probe succeeds,
 ///   new attempts are probes, one at a time, even while other connections are still up
@@ -66,7 +66,7 @@ impl PeerState {
                 | (Connected, Idle | Connecting | Backoff | Exhausted | Ejected)
                 | (Backoff, Connecting | Connected | Idle | Ejected)
                 | (Ejected, Idle | Connecting | Connected | Backoff | Exhausted)
-                | (Exhausted, Idle | Connected)
+                | (Exhausted, Idle | Connected | Ejected)
         )
     }
 
@@ -101,4 +101,43 @@ pub enum Origin {
     /// Learnt at run time (from a request, from discovery): may be evicted when idle and the
     /// table is full, or forgotten when discovery no longer lists it.
     Discovered,
+}
+
+/// Who took a peer out of use, which decides who brings it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EjectionCause {
+    /// Passive health (an outlier: too many failures). Once the ejection's time is over, probe
+    /// requests decide: a success restores the peer, a failure ejects it again for longer.
+    Outlier,
+    /// An active health check found the peer down; the check's next success restores it.
+    Check,
+    /// Forced out by hand ([`Override::Open`]); only a new override brings it back.
+    Manual,
+}
+
+impl EjectionCause {
+    /// A short lowercase name, e.g. `"outlier"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EjectionCause::Outlier => "outlier",
+            EjectionCause::Check => "check",
+            EjectionCause::Manual => "manual",
+        }
+    }
+}
+
+/// A manual override of a peer's health, in circuit-breaker terms: an *open* circuit lets
+/// nothing through, a *closed* one lets everything through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Override {
+    /// Health decides (the default).
+    #[default]
+    Automatic,
+    /// The peer is ejected until the override changes, whatever health says.
+    Open,
+    /// The peer is never ejected, whatever health says; would-be ejections are reported as
+    /// [`EjectionSkipped`](crate::event::EventKind::EjectionSkipped).
+    Closed,
 }

@@ -8,7 +8,7 @@ use std::task::Waker;
 use tokio::time::Instant;
 
 use super::outcomes::Outcomes;
-use super::state::{Origin, PeerState};
+use super::state::{EjectionCause, Origin, Override, PeerState};
 use crate::backoff::Schedule;
 
 /// One peer's record. Shared by every handle to the peer; the map in the registry holds one
@@ -27,6 +27,14 @@ pub(crate) struct Tracker<K> {
     is_static: AtomicBool,
 }
 
+/// A peer out of use, and until when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ejection {
+    /// When probes may start (outlier ejections); `None` lasts until its maker ends it.
+    pub(crate) until: Option<Instant>,
+    pub(crate) cause: EjectionCause,
+}
+
 /// The mutable part of a tracker, behind one per-peer lock.
 #[derive(Debug)]
 pub(crate) struct TrackerState {
@@ -38,8 +46,22 @@ pub(crate) struct TrackerState {
     /// may be down, so new attempts go through the single-flight gate even while some
     /// connections are still up.
     pub(crate) suspect: bool,
-    pub(crate) ejected_until: Option<Instant>,
+    /// Health took the peer out of use; see `ejection.rs`.
+    pub(crate) ejection: Option<Ejection>,
     pub(crate) times_ejected: u32,
+    /// How many steps of `base` the next outlier ejection lasts: grows with each ejection,
+    /// shrinks with each restore by probe. Its arithmetic is the health policy's.
+    pub(crate) ejection_multiplier: u32,
+    pub(crate) restored_at: Option<Instant>,
+    /// Probe requests admitted and not yet finished, in the ejection `ejection_generation`.
+    pub(crate) probes_out: u32,
+    /// Changes with every ejection and restore, so a probe from an earlier ejection that
+    /// finishes late cannot decide the current one.
+    pub(crate) ejection_generation: u64,
+    pub(crate) health_override: Override,
+    pub(crate) skipped_ejections: u64,
+    /// Tasks waiting for the ejection to end or a probe slot to free up.
+    pub(crate) admission_waiters: Vec<Waker>,
 
     pub(crate) attempts: u64,
     pub(crate) retries: u64,
@@ -72,7 +94,7 @@ impl TrackerState {
     /// disagree with them: ejection overrides everything, an open connection beats a spent
     /// schedule, and a backoff lasts until the next probe starts.
     pub(crate) fn public_state(&self) -> PeerState {
-        if self.ejected_until.is_some() {
+        if self.ejection.is_some() {
             PeerState::Ejected
         } else if self.open_connections > 0 {
             PeerState::Connected
@@ -120,8 +142,15 @@ impl<K> Tracker<K> {
                 exhausted: false,
                 exhausted_at: None,
                 suspect: false,
-                ejected_until: None,
+                ejection: None,
                 times_ejected: 0,
+                ejection_multiplier: 0,
+                restored_at: None,
+                probes_out: 0,
+                ejection_generation: 0,
+                health_override: Override::Automatic,
+                skipped_ejections: 0,
+                admission_waiters: Vec::new(),
                 attempts: 0,
                 retries: 0,
                 open_connections: 0,

@@ -1,4 +1,4 @@
-//! Deciding, per outcome, whether a request is tried again.
+//! Retry's classifiers: replay, the default classifier, and closures as classifiers.
 
 use std::error::Error;
 use std::io;
@@ -6,90 +6,8 @@ use std::time::Duration;
 
 use tower::BoxError;
 
+pub use crate::classify::{Classify, Decision};
 use crate::reconnect::{ConnectTimeout, Unavailable};
-
-/// What to do after one attempt.
-///
-/// The reason is a short stable name (`"503"`, `"connection refused"`, `"unavailable"`): it is
-/// what [`RetryScheduled`](crate::event::EventKind::RetryScheduled) events and traces carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Done: hand the outcome to the caller. Successes, and failures that another attempt
-    /// would not fix or that would not be safe to repeat.
-    DontRetry,
-    /// The request may have reached the server and failed in a way another attempt may fix.
-    /// Counts against `max_attempts` and the budget.
-    Retry {
-        /// Why, as a short stable name.
-        reason: &'static str,
-        /// The server's own delay hint (`Retry-After`, `grpc-retry-pushback-ms`), if it gave
-        /// one. It replaces the backoff's next delay, clamped into the schedule's
-        /// `[initial, max]`.
-        after: Option<Duration>,
-    },
-    /// The request failed before any byte of it left the process (the connect failed, the
-    /// peer is in backoff, redial failed fast), so repeating it is safe whatever it is. The
-    /// first `max_transparent` are not counted in `max_attempts`; later ones are. All draw on
-    /// the budget.
-    Transparent {
-        /// Why, as a short stable name.
-        reason: &'static str,
-    },
-}
-
-impl Decision {
-    /// `Retry` with no server hint.
-    pub const fn retry(reason: &'static str) -> Self {
-        Decision::Retry {
-            reason,
-            after: None,
-        }
-    }
-
-    /// `Transparent` for `reason`.
-    pub const fn transparent(reason: &'static str) -> Self {
-        Decision::Transparent { reason }
-    }
-
-    /// The reason, unless this is `DontRetry`.
-    pub fn reason(&self) -> Option<&'static str> {
-        match self {
-            Decision::DontRetry => None,
-            Decision::Retry { reason, .. } | Decision::Transparent { reason } => Some(reason),
-        }
-    }
-}
-
-/// Classifies the outcome of one attempt of `request`.
-///
-/// Errors arrive as [`BoxError`] in the retry layer (it adds its own, such as a per-attempt
-/// timeout), so classifiers downcast. Any `Fn(&Req, &Result<Res, E>) -> Decision` is a
-/// classifier, which makes a custom one a closure that falls back to a provided one (give it
-/// to the layer through [`classify_fn`], which adds replay by cloning):
-///
-/// ```
-/// use redial::retry::{Classify, Decision, DefaultClassifier};
-/// use tower::BoxError;
-///
-/// let classifier = |request: &u32, outcome: &Result<String, BoxError>| match outcome {
-///     Ok(body) if body == "busy" => Decision::retry("busy"),
-///     _ => DefaultClassifier.classify(request, outcome),
-/// };
-/// assert_eq!(classifier.classify(&1, &Ok("busy".into())), Decision::retry("busy"));
-/// ```
-pub trait Classify<Req, Res, E> {
-    /// The decision for `outcome`, the result of sending `request` once.
-    fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision;
-}
-
-impl<F, Req, Res, E> Classify<Req, Res, E> for F
-where
-    F: Fn(&Req, &Result<Res, E>) -> Decision,
-{
-    fn classify(&self, request: &Req, outcome: &Result<Res, E>) -> Decision {
-        self(request, outcome)
-    }
-}
 
 /// A classifier from a closure, for requests that are replayed by cloning them: what
 /// [`RetryBuilder::classifier`](super::RetryBuilder::classifier) needs when the decision is

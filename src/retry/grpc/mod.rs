@@ -372,6 +372,34 @@ impl<B, RB> Classify<Request<B>, Response<RB>, BoxError> for GrpcClassifier {
             Err(error) => self.classify_box_error(error.as_ref(), self.is_repeatable(request)),
         }
     }
+
+    /// Errors count against the peer, and so do responses that end the call (trailers-only)
+    /// or carry a non-`200` HTTP status with a code that blames the server: `UNAVAILABLE`,
+    /// `INTERNAL`, `UNKNOWN`, `DATA_LOSS`, `DEADLINE_EXCEEDED`. A status sent in trailers after
+    /// a streamed body is past the point where the layer sees the call.
+    fn is_failure(&self, outcome: &Result<Response<RB>, BoxError>) -> bool {
+        let Ok(response) = outcome else {
+            return true;
+        };
+        let code = match response.headers().get(Status::GRPC_STATUS) {
+            Some(value) => Code::from_bytes(value.as_bytes()),
+            None if response.status() == StatusCode::OK => return false,
+            None => codes::from_http(response.status()),
+        };
+        blames_server(code)
+    }
+}
+
+/// Codes that say the server (not the request) failed, for health.
+fn blames_server(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+            | Code::DeadlineExceeded
+    )
 }
 
 /// For `Result<T, Status>`, as generated clients return: with the
@@ -411,6 +439,13 @@ impl<Req, Res> Classify<Req, Res, Status> for GrpcClassifier {
             Ok(_) => Decision::DontRetry,
             Err(status) => self.classify_status(status, self.idempotent),
         }
+    }
+
+    fn is_failure(&self, outcome: &Result<Res, Status>) -> bool {
+        outcome
+            .as_ref()
+            .err()
+            .is_some_and(|status| blames_server(status.code()))
     }
 }
 

@@ -144,6 +144,13 @@ impl<B, RB> Classify<Request<B>, Response<RB>, BoxError> for HttpClassifier {
             },
         }
     }
+
+    /// Errors and `5xx` responses count against the peer, whatever the method.
+    fn is_failure(&self, outcome: &Result<Response<RB>, BoxError>) -> bool {
+        outcome
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error())
+    }
 }
 
 /// RFC 9110 §9.2.2.

@@ -1,0 +1,1 @@
+//! Balancing over healthy peers.

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan};
 use super::attempt::{Attempt, AttemptDenied};
 use super::report::PeerSnapshot;
-use super::state::{Origin, Override, PeerState};
+use super::state::{EjectionCause, Origin, Override, PeerState};
 use super::tracker::Tracker;
 use super::{PeerKey, Shared};
 use crate::event::{NotRetriedReason, SkipReason};
@@ -218,6 +218,11 @@ impl<K: PeerKey> PeerHandle<K> {
         let mut st = self.tracker.lock();
         self.shared
             .skip(&self.tracker, &mut st, reason, Instant::now());
+    }
+
+    /// The ejection in effect, if any: until when (for an outlier ejection) and by whom.
+    pub(crate) fn ejection(&self) -> Option<(Option<Instant>, EjectionCause)> {
+        self.tracker.lock().ejection.map(|e| (e.until, e.cause))
     }
 
     /// An active health check found the peer down.

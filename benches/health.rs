@@ -1,0 +1,2 @@
+//! Per-call cost of the health layer (written with the layer).
+fn main() {}

@@ -50,6 +50,8 @@ mod admission;
 mod attempt;
 mod builder;
 mod ejection;
+#[cfg(test)]
+mod ejection_tests;
 mod handle;
 mod ops;
 mod outcomes;

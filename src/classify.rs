@@ -103,3 +103,23 @@ where
         self(request, outcome)
     }
 }
+
+/// The plainest classifier: every error is a failure and every response a success, and
+/// nothing is retried. The health layer's default; a layer that needs to look at responses (a
+/// 503 as a failure) takes a richer classifier, such as the retry module's.
+///
+/// ```
+/// use redial::classify::{Classify, Decision, ErrorsFail};
+///
+/// let outcome: Result<u32, &str> = Err("reset");
+/// assert!(ErrorsFail.is_failure(&outcome));
+/// assert_eq!(ErrorsFail.classify(&"GET /", &outcome), Decision::DontRetry);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorsFail;
+
+impl<Req, Res, E> Classify<Req, Res, E> for ErrorsFail {
+    fn classify(&self, _request: &Req, _outcome: &Result<Res, E>) -> Decision {
+        Decision::DontRetry
+    }
+}

@@ -2,11 +2,11 @@
 
 use std::error::Error;
 use std::io;
-use std::time::Duration;
 
 use tower::BoxError;
 
 pub use crate::classify::{Classify, Decision};
+use crate::health::Ejected;
 use crate::reconnect::{ConnectTimeout, Unavailable};
 
 /// A classifier from a closure, for requests that are replayed by cloning them: what
@@ -87,6 +87,7 @@ pub trait Replay<Req> {
 /// | found | decision |
 /// |---|---|
 /// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
+/// | redial's [`Ejected`] (the health layer refused the call: the peer is ejected) | `Transparent` |
 /// | `io::Error` `ConnectionRefused`, `AddrNotAvailable` | `Transparent` |
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
 /// | `io::Error` `NotConnected`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
@@ -133,6 +134,11 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
         }
         if error.is::<ConnectTimeout>() {
             return Decision::transparent("connect timeout");
+        }
+        if error.is::<Ejected>() {
+            // The health layer refused the call: nothing was sent. Under a balancer the retry
+            // goes to another peer.
+            return Decision::transparent("ejected");
         }
         if error.is::<super::AttemptTimedOut>() {
             return Decision::retry("attempt timeout");

@@ -33,6 +33,8 @@ where
         let mut run = Run {
             peer,
             report: CheckReport::new(),
+            registry,
+            generation,
         };
         let mut next = deadline(Instant::now(), config.next_interval(&mut rng));
         loop {
@@ -47,7 +49,6 @@ where
             };
             let now = Instant::now();
             run.record(outcome, now, &config);
-            registry.publish(run.peer.key(), generation, &run.report);
             // Checks start an interval apart; one that outlasted its interval is followed by
             // the next an interval after it ended, rather than at once.
             let planned = deadline(started, config.next_interval(&mut rng));
@@ -65,6 +66,8 @@ where
 struct Run<K: PeerKey> {
     peer: PeerHandle<K>,
     report: CheckReport,
+    registry: Arc<Registry<K>>,
+    generation: u64,
 }
 
 impl<K: PeerKey> Run<K> {
@@ -83,10 +86,13 @@ impl<K: PeerKey> Run<K> {
                 "health check failed"
             );
         }
-        match self
+        let transition = self
             .report
-            .record(outcome, now, config.unhealthy, config.healthy)
-        {
+            .record(outcome, now, config.unhealthy, config.healthy);
+        // Published before the peer's state changes, so that whoever sees the change (a
+        // health watch, an event) finds the report that explains it.
+        self.registry.publish(key, self.generation, &self.report);
+        match transition {
             Some(CheckStatus::Down) => {
                 // False when the peer cannot be ejected (forced closed, exhausted, or ejected
                 // by hand); the peer's own events say why.

@@ -1,0 +1,255 @@
+//! The client side every scenario shares: the redial stack over the simulated connector, the
+//! baseline without redial, and a load loop that accounts for every request.
+//!
+//! Stack, outermost first (DESIGN §2 without balance and health, which arrive with issue #5):
+//! `tower::timeout` → `RetryLayer` (HttpClassifier) → `ReconnectLayer` → `HttpConnect` (hyper
+//! HTTP/1) → the simulated TCP connector.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use http::Method;
+use redial::backoff::{Backoff, Jitter};
+use redial::peers::{PeerHandle, Peers};
+use redial::reconnect::{
+    ConnectTimeout, Exhausted, NotReady, Reconnect, ReconnectLayer, Unavailable,
+};
+use redial::retry::http::HttpClassifier;
+use redial::retry::{AttemptTimedOut, Budget, DeadlineExceeded, Retry, RetryLayer};
+use tower::timeout::Timeout;
+use tower::timeout::error::Elapsed;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::harness::http::{HttpConnect, Req, request};
+use crate::harness::net::{Connector, Target};
+use crate::harness::now;
+
+pub type Key = &'static str;
+
+/// The full redial stack over the simulated network.
+pub type Stack =
+    Timeout<Retry<Reconnect<HttpConnect<Connector>, Target, Key>, HttpClassifier, PeerHandle<Key>>>;
+
+/// The knobs of the stack; every scenario states its own.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// The peer's connect backoff.
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+    pub fail_fast: Duration,
+    pub stagger: Duration,
+    pub max_attempts: u32,
+    pub retry_deadline: Duration,
+    pub attempt_timeout: Duration,
+    pub budget: Budget,
+    /// The outermost `tower::timeout`.
+    pub timeout: Duration,
+}
+
+impl Knobs {
+    /// The longest a request may take, readiness included: a peer that cannot be reached
+    /// turns the service ready (failing fast) after `fail_fast`; a peer that is up may keep it
+    /// waiting for one connect attempt and the stagger; then the call has `timeout`.
+    pub fn deadline(&self) -> Duration {
+        self.fail_fast.max(self.connect_timeout + self.stagger) + self.timeout
+    }
+}
+
+/// A connect backoff from `initial` doubling to `max`, full jitter, no attempt limit.
+pub fn backoff(initial: Duration, max: Duration) -> Backoff {
+    Backoff::builder()
+        .initial(initial)
+        .multiplier(2.0)
+        .max(max)
+        .jitter(Jitter::Full)
+        .unlimited_attempts()
+        .build()
+        .expect("a valid backoff")
+}
+
+/// A seeded table with room for every event a scenario publishes between two drains.
+pub fn peers(seed: u64, backoff: Backoff) -> Peers<Key> {
+    Peers::builder()
+        .backoff(backoff)
+        .seed(seed)
+        .event_capacity(1 << 16)
+        .build()
+        .expect("a valid table")
+}
+
+/// The redial stack to `target`, recording into `peers`; clones share the peer, the retry
+/// budget and the seed, and each clone keeps its own connection.
+pub fn redial(peers: &Peers<Key>, target: Target, knobs: &Knobs, seed: u64) -> (Stack, Connector) {
+    let peer = peers.add_static(target.host).expect("room for the peer");
+    let connector = Connector::new();
+    let reconnect = ReconnectLayer::builder(peer.clone(), target)
+        .connect_timeout(knobs.connect_timeout)
+        .fail_fast(Some(knobs.fail_fast))
+        .stagger(knobs.stagger)
+        .build()
+        .expect("valid reconnect settings");
+    let retry = RetryLayer::builder()
+        .classifier(HttpClassifier::new())
+        .max_attempts(knobs.max_attempts)
+        .deadline(knobs.retry_deadline)
+        .attempt_timeout(knobs.attempt_timeout)
+        .budget(knobs.budget.clone())
+        .peer(peer)
+        // The reconnect layer below records the connection's errors for the same peer.
+        .record_errors(false)
+        .seed(seed)
+        .build()
+        .expect("valid retry settings");
+    let service = Timeout::new(
+        retry.layer(reconnect.layer(HttpConnect::new(connector.clone()))),
+        knobs.timeout,
+    );
+    (service, connector)
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// A response with this status.
+    Status(u16),
+    /// A typed error, by type.
+    Error(&'static str),
+    /// An error of a type the stack should never surface.
+    Untyped,
+    /// No outcome within the watchdog: lost or hanging.
+    Hung,
+}
+
+/// One request as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: u64,
+    pub method: Method,
+    pub started: Duration,
+    pub ended: Duration,
+    pub how: Ended,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.how == Ended::Status(200)
+    }
+
+    pub fn took(&self) -> Duration {
+        self.ended.saturating_sub(self.started)
+    }
+}
+
+/// Sends one request through `service` (readiness first), under a watchdog of `watchdog`.
+pub async fn send<S>(service: &mut S, method: Method, id: u64, watchdog: Duration) -> Outcome
+where
+    S: Service<Req, Response = http::Response<bytes::Bytes>, Error = BoxError>,
+{
+    let started = now();
+    let exchange = async {
+        service.ready().await?;
+        service.call(request(method.clone(), id)).await
+    };
+    let how = match tokio::time::timeout(watchdog, exchange).await {
+        Err(_) => Ended::Hung,
+        Ok(Ok(response)) => Ended::Status(response.status().as_u16()),
+        Ok(Err(error)) => error_type(&*error).map_or(Ended::Untyped, Ended::Error),
+    };
+    Outcome {
+        id,
+        method,
+        started,
+        ended: now(),
+        how,
+    }
+}
+
+/// The name of the first typed error in the chain that the stack may surface.
+pub fn error_type(error: &(dyn StdError + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let name = if error.is::<Elapsed>() {
+            "timeout"
+        } else if error.is::<DeadlineExceeded>() {
+            "deadline"
+        } else if error.is::<AttemptTimedOut>() {
+            "attempt_timeout"
+        } else if error.is::<Unavailable>() {
+            "unavailable"
+        } else if error.is::<Exhausted>() {
+            "exhausted"
+        } else if error.is::<ConnectTimeout>() {
+            "connect_timeout"
+        } else if error.is::<NotReady>() {
+            "not_ready"
+        } else if error.is::<hyper::Error>() {
+            "hyper"
+        } else if error.is::<io::Error>() {
+            "io"
+        } else {
+            ""
+        };
+        if !name.is_empty() {
+            return Some(name);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// A small deterministic generator for the load's own choices (think times, methods).
+#[derive(Debug, Clone)]
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64, stream: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Asserts the accounting every scenario shares: each request ended, with a response or a
+/// typed error, before its deadline.
+pub fn assert_accounted(outcomes: &[Outcome], deadline: Duration) {
+    let hung = outcomes.iter().filter(|o| o.how == Ended::Hung).count();
+    let untyped = outcomes.iter().filter(|o| o.how == Ended::Untyped).count();
+    let unready = outcomes
+        .iter()
+        .filter(|o| o.how == Ended::Error("not_ready"))
+        .count();
+    assert_eq!(hung, 0, "{hung} of {} requests hung", outcomes.len());
+    assert_eq!(
+        untyped, 0,
+        "{untyped} requests failed with an untyped error"
+    );
+    assert_eq!(unready, 0, "{unready} calls broke the tower contract");
+    // One tick of slack: the deadline's timer fires on the tick that passes it.
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.took() > deadline + Duration::from_millis(1))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} requests ended after their {deadline:?} deadline, e.g. {:?}",
+        late.len(),
+        late.first()
+    );
+}
+
+/// Counts outcomes by how they ended, for failure messages.
+pub fn tally(outcomes: &[Outcome]) -> std::collections::BTreeMap<String, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for o in outcomes {
+        *by.entry(format!("{:?}", o.how)).or_insert(0) += 1;
+    }
+    by
+}

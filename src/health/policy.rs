@@ -537,3 +537,167 @@ impl<C> HealthPolicyBuilder<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    fn policy(base: u64, max: u64, jitter: f64) -> HealthPolicy {
+        HealthPolicy::builder()
+            .base_ejection(SEC * base as u32)
+            .max_ejection(SEC * max as u32)
+            .jitter(jitter)
+            .build()
+            .expect("valid config")
+    }
+
+    fn history(multiplier: u32, restored_at: Option<Instant>) -> EjectionHistory {
+        EjectionHistory {
+            multiplier,
+            restored_at,
+        }
+    }
+
+    #[test]
+    fn the_defaults_pass_the_checks() {
+        let built = HealthPolicy::builder().build().expect("defaults are valid");
+        assert_eq!(built.values().consecutive_failures, Some(5));
+        assert_eq!(HealthPolicy::default().max_ejection(), 300 * SEC);
+        assert_eq!(HealthPolicy::default().max_ejected_fraction(), Some(0.5));
+    }
+
+    #[test]
+    fn ejections_grow_by_base_and_stop_at_max() {
+        let p = policy(30, 100, 0.0);
+        let now = Instant::now();
+        let lengths: Vec<_> = (0..6)
+            .map(|n| {
+                let plan = p.plan(history(n, None), true, now, || 0.5);
+                (plan.multiplier, plan.duration.as_secs())
+            })
+            .collect();
+        // 100 s is reached at n = 4 (120 s, capped); the multiplier stops there.
+        assert_eq!(
+            lengths,
+            [(1, 30), (2, 60), (3, 90), (4, 100), (4, 100), (4, 100)]
+        );
+    }
+
+    #[test]
+    fn a_peer_in_use_for_max_ejection_is_forgiven_but_a_failed_probe_is_not() {
+        let p = policy(30, 300, 0.0);
+        let now = Instant::now() + 1000 * SEC;
+        let long_ago = Some(now - 300 * SEC);
+        let recently = Some(now - 299 * SEC);
+        assert_eq!(
+            p.plan(history(3, long_ago), true, now, || 0.0).multiplier,
+            1
+        );
+        assert_eq!(
+            p.plan(history(3, recently), true, now, || 0.0).multiplier,
+            4
+        );
+        assert_eq!(
+            p.plan(history(3, long_ago), false, now, || 0.0).multiplier,
+            4
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_both_ways_and_never_passes_max() {
+        let p = policy(10, 300, 0.1);
+        let now = Instant::now();
+        let at = |unit: f64| p.plan(history(0, None), true, now, || unit).duration;
+        assert_eq!(at(0.0), 9 * SEC);
+        assert_eq!(at(0.5), 10 * SEC);
+        assert!(at(0.999_999) > 10 * SEC && at(0.999_999) < 11 * SEC);
+        // At the cap, jitter only shortens.
+        let capped = policy(10, 20, 0.5);
+        let long = capped.plan(history(5, None), true, now, || 0.99).duration;
+        assert_eq!(long, 20 * SEC);
+        let short = capped.plan(history(5, None), true, now, || 0.0).duration;
+        assert_eq!(short, 10 * SEC);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |b: HealthPolicyBuilder| b.build().map(drop).unwrap_err().field();
+        let b = HealthPolicy::builder;
+        assert_eq!(
+            field(b().consecutive_failures(Some(0))),
+            "consecutive_failures"
+        );
+        for (rate, window, min) in [
+            (f64::NAN, SEC, 1),
+            (0.0, SEC, 1),
+            (1.5, SEC, 1),
+            (0.8, Duration::ZERO, 1),
+            (0.8, SEC, 0),
+        ] {
+            assert_eq!(field(b().success_rate(rate, window, min)), "success_rate");
+        }
+        assert_eq!(field(b().base_ejection(Duration::ZERO)), "base_ejection");
+        assert_eq!(
+            field(b().base_ejection(10 * SEC).max_ejection(9 * SEC)),
+            "max_ejection"
+        );
+        for jitter in [-0.1, 1.0, f64::INFINITY, f64::NAN] {
+            assert_eq!(field(b().jitter(jitter)), "jitter");
+        }
+        assert_eq!(field(b().probes(0)), "probes");
+        assert_eq!(field(b().max_ejection_percent(101)), "max_ejection_percent");
+        // The edges that are allowed.
+        assert!(
+            b().success_rate(1.0, Duration::from_nanos(1), 1)
+                .build()
+                .is_ok()
+        );
+        assert!(b().consecutive_failures(None).jitter(0.0).build().is_ok());
+        let no_guard = b().max_ejection_percent(100).build().expect("valid");
+        assert_eq!(no_guard.max_ejected_fraction(), None);
+        let lone = b().max_ejection_percent(0).build().expect("valid");
+        assert_eq!(lone.max_ejected_fraction(), Some(0.0));
+    }
+
+    proptest! {
+        #[test]
+        fn any_plan_is_positive_capped_and_bounded(
+            base_ms in 1u64..10_000_000,
+            extra_ms in 0u64..u64::MAX / 2_000_000,
+            multiplier in any::<u32>(),
+            restored_ago in proptest::option::of(0u64..1_000_000),
+            fresh in any::<bool>(),
+            jitter in 0.0f64..1.0,
+            unit in 0.0f64..1.0,
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let max = base + Duration::from_millis(extra_ms);
+            let p = HealthPolicy::builder()
+                .base_ejection(base)
+                .max_ejection(max)
+                .jitter(jitter)
+                .build()
+                .expect("valid config");
+            let now = Instant::now() + Duration::from_secs(2_000_000);
+            let restored_at = restored_ago.map(|s| now - Duration::from_secs(s));
+            let plan = p.plan(history(multiplier, restored_at), fresh, now, || unit);
+            prop_assert!(plan.duration <= max);
+            prop_assert!(!plan.duration.is_zero());
+            prop_assert!(plan.multiplier >= 1);
+            prop_assert!(plan.multiplier <= p.inner.max_multiplier);
+            // Without jitter, never shorter than the base.
+            let plain = HealthPolicy::builder()
+                .base_ejection(base)
+                .max_ejection(max)
+                .jitter(0.0)
+                .build()
+                .expect("valid config");
+            let plan = plain.plan(history(multiplier, restored_at), fresh, now, || unit);
+            prop_assert!(plan.duration >= base && plan.duration <= max);
+        }
+    }
+}

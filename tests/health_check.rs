@@ -265,6 +265,37 @@ async fn a_check_that_hangs_fails_at_the_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_check_that_outlasts_its_interval_is_followed_an_interval_after_it_ended() {
+    let peers = table();
+    let mut events = peers.subscribe();
+    let script = Script::default();
+    script.set("db", Mode::Hang);
+    let start = Instant::now();
+    let (task, checker) = exact(script.check())
+        .timeout(7 * SECOND)
+        .build([peers.peer("db").unwrap()])
+        .unwrap();
+    let running = tokio::spawn(task);
+
+    health_until(&mut peers.watch_health(), |h| h.failed == 1).await;
+    // 5 s → 12 s, then 17 s → 24 s, then 29 s → 36 s: never two checks at once, never back
+    // to back.
+    let calls: Vec<u64> = script
+        .calls("db", start)
+        .iter()
+        .map(Duration::as_secs)
+        .collect();
+    assert_eq!(calls, [5, 17, 29]);
+    assert_eq!(
+        transitions(&mut events, start),
+        [("db", 36 * SECOND, "down")]
+    );
+
+    drop(checker);
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_peer_does_not_delay_another_peers_checks() {
     let peers = table();
     let mut events = peers.subscribe();
@@ -348,6 +379,11 @@ async fn dropping_the_task_stops_the_checks_and_the_handle_notices() {
     running.abort();
     let _ = running.await;
     assert!(!checker.is_running());
+    assert!(
+        !checker.add(peers.peer("other").unwrap()),
+        "nothing would check it"
+    );
+    assert!(checker.status(&"other").is_none());
     sleep(20 * SECOND).await;
     assert_eq!(script.calls("db", Instant::now()).len(), 1);
 }

@@ -185,13 +185,17 @@ impl<K: PeerKey> Future for CheckerTask<K> {
 
 impl<K: PeerKey> CheckerHandle<K> {
     /// Starts checking `peer`, its first check one (jittered) interval from now. Returns
-    /// `false`, changing nothing, if the peer is checked already.
+    /// `false`, changing nothing, if the peer is checked already or the task was dropped.
     pub fn add(&self, peer: PeerHandle<K>) -> bool {
-        let Some(generation) = self.registry.add(peer.key().clone()) else {
+        let key = peer.key().clone();
+        let Some(generation) = self.registry.add(key.clone()) else {
             return false;
         };
-        // Fails only when the task was dropped; then nothing is checked anyway.
-        let _ = self.commands.send(Command::Add(peer, generation));
+        if self.commands.send(Command::Add(peer, generation)).is_err() {
+            // The task is gone: nothing would check the peer.
+            self.registry.lock().peers.remove(&key);
+            return false;
+        }
         true
     }
 

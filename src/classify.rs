@@ -65,10 +65,10 @@ impl Decision {
 /// decides retries (say [`HttpClassifier`](crate::retry::http::HttpClassifier)) also decides
 /// what ejects a peer.
 ///
-/// Errors arrive as [`BoxError`] in the retry layer (it adds its own, such as a per-attempt
+/// Errors arrive as [`BoxError`](tower::BoxError) in the retry layer (it adds its own, such as a per-attempt
 /// timeout), so classifiers downcast. Any `Fn(&Req, &Result<Res, E>) -> Decision` is a
 /// classifier, which makes a custom one a closure that falls back to a provided one (give it
-/// to the layer through [`classify_fn`], which adds replay by cloning):
+/// to the layer through [`classify_fn`](crate::retry::classify_fn), which adds replay by cloning):
 ///
 /// ```
 /// use redial::classify::{Classify, Decision};

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tokio::time::{Instant, advance};
 use tower::balance::p2c::Balance;
 use tower::discover::Change;
 use tower::load::Load;
+use tower::util::rng::HasherRng;
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 const MS: Duration = Duration::from_millis(1);
@@ -148,6 +150,11 @@ fn three(peers: &Peers<Key>) -> Vec<PeerHandle<Key>> {
 /// Fails the peer's one connect attempt: with `max_attempts(1)` it is exhausted.
 fn exhaust(peer: &PeerHandle<Key>) {
     peer.try_begin_attempt().unwrap().failed(&"refused");
+}
+
+/// p2c's random choices, the same on every run.
+fn seeded() -> HasherRng<BuildHasherDefault<DefaultHasher>> {
+    HasherRng::with_hasher(BuildHasherDefault::default())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -558,7 +565,7 @@ async fn share_to_the_failing_peer(penalty: f64) -> f64 {
             }
         }))
     });
-    let mut balance = Balance::new(discover);
+    let mut balance = Balance::from_rng(discover, seeded());
     let mut failed = 0;
     for _ in 0..200 {
         failed += usize::from(balance.ready().await.unwrap().call(()).await.is_err());
@@ -753,7 +760,7 @@ async fn balanced_endpoints_keep_the_tower_contract() {
     let discover = HealthDiscover::new(&peers, handles.clone(), move |peer| {
         layer.layer(by_key[peer.key()].clone())
     });
-    let mut client = FailFastLayer::new(SEC).layer(Balance::new(discover));
+    let mut client = FailFastLayer::new(SEC).layer(Balance::from_rng(discover, seeded()));
     for n in 0..20 {
         assert_eq!(client.ready().await.unwrap().call(n).await.unwrap(), n);
     }
@@ -803,7 +810,7 @@ async fn an_endpoint_p2c_evicts_for_a_poll_ready_error_comes_back_as_a_new_servi
         let broken = counter.fetch_add(1, Ordering::SeqCst) == 0;
         PenalizedPendingLayer::new().layer(BrokenOnce { broken })
     });
-    let mut client = FailFastLayer::new(10 * SEC).layer(Balance::new(discover));
+    let mut client = FailFastLayer::new(10 * SEC).layer(Balance::from_rng(discover, seeded()));
     let start = Instant::now();
     assert_eq!(client.ready().await.unwrap().call(3).await.unwrap(), 3);
     assert_eq!(made.load(Ordering::SeqCst), 2);
@@ -829,4 +836,120 @@ impl Service<u32> for BrokenOnce {
     fn call(&mut self, n: u32) -> Self::Future {
         Box::pin(async move { Ok(n) })
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the health layer: a failing peer gets only probes, and comes back.
+
+/// Sends `requests` calls through `client`, `concurrency` at a time; returns how many failed.
+async fn drive<S>(client: &mut S, requests: usize, concurrency: usize) -> usize
+where
+    S: Service<(), Response = (), Error = BoxError>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Debug,
+{
+    let mut in_flight = tokio::task::JoinSet::<Result<(), BoxError>>::new();
+    let mut failed = 0;
+    for _ in 0..requests {
+        while in_flight.len() >= concurrency {
+            if let Some(outcome) = in_flight.join_next().await {
+                failed += usize::from(outcome.unwrap().is_err());
+            }
+        }
+        let call = client.ready().await.unwrap().call(());
+        in_flight.spawn(call);
+    }
+    while let Some(outcome) = in_flight.join_next().await {
+        failed += usize::from(outcome.unwrap().is_err());
+    }
+    failed
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_health_layers_a_failing_peer_gets_only_probes_then_traffic_again() {
+    use redial::event::EventKind;
+    use redial::health::{HealthLayer, HealthPolicy, Mode};
+
+    let peers = peers();
+    let handles = three(&peers);
+    let mut events = peers.subscribe();
+    let policy = HealthPolicy::builder()
+        .consecutive_failures(Some(3))
+        .base_ejection(SEC)
+        .max_ejection(4 * SEC)
+        .jitter(0.0)
+        .mode(Mode::Backpressure)
+        .build()
+        .unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let calls_to_b: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (flag, log) = (Arc::clone(&down), Arc::clone(&calls_to_b));
+    let load = PenalizedPendingLayer::new();
+    let discover = HealthDiscover::new(&peers, handles.clone(), move |peer| {
+        let is_b = *peer.key() == "b";
+        let (down, log) = (Arc::clone(&flag), Arc::clone(&log));
+        let backend = service_fn(move |_: ()| {
+            let failing = is_b && down.load(Ordering::SeqCst);
+            if is_b {
+                log.lock().unwrap().push(Instant::now());
+            }
+            async move {
+                tokio::time::sleep(10 * MS).await;
+                match failing {
+                    true => Err::<(), BoxError>("timed out".into()),
+                    false => Ok(()),
+                }
+            }
+        });
+        load.layer(HealthLayer::new(peer.clone(), policy.clone()).layer(backend))
+    });
+    let mut client = FailFastLayer::new(5 * SEC)
+        .layer(Balance::from_rng(discover, seeded()))
+        .map_err(BoxError::from);
+
+    assert_eq!(drive(&mut client, 300, 6).await, 0);
+    let down_at = Instant::now();
+    down.store(true, Ordering::SeqCst);
+    let failed = drive(&mut client, 6000, 6).await;
+    let up_at = Instant::now();
+    down.store(false, Ordering::SeqCst);
+    assert!(up_at - down_at > 8 * SEC, "long enough for a few ejections");
+
+    // Ejections of b while it was down, each with its end.
+    let mut ejections = Vec::new();
+    while let Some(event) = events.try_recv().expect("no event missed") {
+        if let ("b", EventKind::Ejected { duration, .. }) = (event.peer, event.kind) {
+            ejections.push((event.at, event.at + duration.unwrap()));
+        }
+    }
+    assert!(ejections.len() >= 3, "{ejections:?}");
+    let calls: Vec<Instant> = calls_to_b
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|&at| at >= down_at)
+        .collect();
+    let first = ejections[0].0;
+    assert!(calls.iter().filter(|&&at| at < first).count() >= 3);
+    // After the first ejection: one probe per ejection, made once its time was over.
+    for (i, &(ejected_at, until)) in ejections.iter().enumerate() {
+        let next = ejections.get(i + 1).map_or(up_at, |e| e.0);
+        let probes: Vec<&Instant> = calls
+            .iter()
+            .filter(|&&at| at >= ejected_at && at < next)
+            .collect();
+        assert!(probes.len() <= 1, "ejection {i}: {probes:?}");
+        assert!(
+            probes.iter().all(|&&at| at >= until),
+            "probe before {until:?}"
+        );
+    }
+    assert!(failed <= calls.len());
+
+    // b answers again: its next probe restores it, and it gets its share again.
+    let before = calls_to_b.lock().unwrap().len();
+    assert_eq!(drive(&mut client, 6000, 6).await, 0);
+    assert_ne!(handles[1].state(), PeerState::Ejected);
+    assert!(calls_to_b.lock().unwrap().len() - before > 100);
 }

@@ -14,19 +14,8 @@ use tokio::time::Instant;
 use tower::load::Load;
 use tower::{Layer, Service};
 
-use crate::classify::{Classify, Decision};
+use crate::classify::{Classify, ErrorsFail};
 use crate::error::{ConfigError, ConfigErrorKind};
-
-/// The classifier of [`PenalizedPending`] by default: every error is a failure, every response
-/// a success. It is for health only: as a retry classifier it retries nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ErrorIsFailure;
-
-impl<Req, Res, E> Classify<Req, Res, E> for ErrorIsFailure {
-    fn classify(&self, _request: &Req, _outcome: &Result<Res, E>) -> Decision {
-        Decision::DontRetry
-    }
-}
 
 /// The load of a [`PenalizedPending`] service: requests in flight plus the failure penalty
 /// still owed. Lower is better; the balancer sends to the lower of two.
@@ -46,10 +35,15 @@ impl Cost {
 /// A peer that fails fast (refuses, resets, answers 503 at once) has almost nothing in flight,
 /// so by requests in flight alone it looks like the least loaded peer and a balancer sends it
 /// more and more. Here every failure (as the [`Classify::is_failure`] of the classifier says;
-/// by default every error, see [`ErrorIsFailure`]) adds `penalty` requests-in-flight
+/// by default every error: [`ErrorsFail`]) adds `penalty` requests-in-flight
 /// equivalents, and what is owed halves every `decay`: a peer failing steadily carries about
 /// `rate × penalty × decay / ln 2`, a peer that stops failing is back to its bare count within
 /// a few `decay`s.
+///
+/// Between idle peers (nothing in flight anywhere) any penalty loses the comparison, so a peer
+/// that failed recently is passed over until what it owes falls under a hundredth of a request
+/// (about `log2(100 × penalty)` decays after one failure); under load it competes again as
+/// soon as its penalty is below the others' requests in flight.
 ///
 /// Counting takes no lock and no allocation per call: two atomics shared by the service and
 /// its clones (a clone counts as the same peer) and the response futures. The penalty is kept
@@ -57,7 +51,7 @@ impl Cost {
 /// load is a subtraction and an `exp2`, and nothing at all for a peer with no failure owed.
 ///
 /// Made by [`PenalizedPendingLayer`].
-pub struct PenalizedPending<S, C = ErrorIsFailure> {
+pub struct PenalizedPending<S, C = ErrorsFail> {
     inner: S,
     shared: Arc<Shared<C>>,
 }
@@ -74,8 +68,9 @@ struct Shared<C> {
     epoch: Instant,
 }
 
-/// Below this a penalty is forgotten, which restores the fast path of `load`.
-const NEGLIGIBLE: f64 = 1e-6;
+/// Below this (a hundredth of a request) a penalty is forgotten, which restores the fast path
+/// of `load` and ends the ties an idle peer that failed a while ago would lose.
+const NEGLIGIBLE: f64 = 0.01;
 
 impl<C> Shared<C> {
     fn halvings(&self, now: Instant) -> f64 {
@@ -251,7 +246,7 @@ impl<F, C, Req> fmt::Debug for PenalizedFuture<F, C, Req> {
 /// |---|---|---|
 /// | [`penalty`](PenalizedPendingBuilder::penalty) | 5 | requests-in-flight equivalents one failure adds |
 /// | [`decay`](PenalizedPendingBuilder::decay) | 1 s | the penalty's half-life |
-/// | [`classifier`](PenalizedPendingBuilder::classifier) | [`ErrorIsFailure`] | which outcomes are failures |
+/// | [`classifier`](PenalizedPendingBuilder::classifier) | [`ErrorsFail`] | which outcomes are failures |
 ///
 /// ```
 /// use std::time::Duration;
@@ -267,7 +262,7 @@ impl<F, C, Req> fmt::Debug for PenalizedFuture<F, C, Req> {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PenalizedPendingLayer<C = ErrorIsFailure> {
+pub struct PenalizedPendingLayer<C = ErrorsFail> {
     classifier: C,
     penalty: f64,
     decay: Duration,
@@ -290,7 +285,7 @@ impl PenalizedPendingLayer {
 impl Default for PenalizedPendingLayer {
     fn default() -> Self {
         Self {
-            classifier: ErrorIsFailure,
+            classifier: ErrorsFail,
             penalty: 5.0,
             decay: Duration::from_secs(1),
         }
@@ -318,7 +313,7 @@ impl<S, C: Clone> Layer<S> for PenalizedPendingLayer<C> {
 /// Builds a [`PenalizedPendingLayer`]; [`build`](Self::build) checks every value.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct PenalizedPendingBuilder<C = ErrorIsFailure> {
+pub struct PenalizedPendingBuilder<C = ErrorsFail> {
     layer: PenalizedPendingLayer<C>,
 }
 

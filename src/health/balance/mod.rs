@@ -91,6 +91,5 @@ pub use endpoint::{Endpoint, EndpointFuture};
 pub use fail_fast::{FailFast, FailFastFuture, FailFastLayer, NoHealthyPeers};
 pub use handle::DiscoverHandle;
 pub use load::{
-    Cost, ErrorIsFailure, PenalizedFuture, PenalizedPending, PenalizedPendingBuilder,
-    PenalizedPendingLayer,
+    Cost, PenalizedFuture, PenalizedPending, PenalizedPendingBuilder, PenalizedPendingLayer,
 };

@@ -1161,3 +1161,14 @@ async fn many_concurrent_requests_through_clones_all_finish() {
     assert!(backend.count() >= 50);
     assert_eq!(backend.in_flight(), 0);
 }
+
+#[test]
+fn timeouts_below_the_retry_layer_are_retried() {
+    // A per-attempt `tower::timeout::TimeoutLayer` under the retry layer, or under a health
+    // layer whose `HealthError` carries it as its source.
+    let elapsed: BoxError = Box::new(tower::timeout::error::Elapsed::new());
+    assert_eq!(
+        DefaultClassifier.classify(&(), &Err::<(), _>(elapsed)),
+        Decision::retry("attempt timeout")
+    );
+}

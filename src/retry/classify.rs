@@ -92,7 +92,7 @@ pub trait Replay<Req> {
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
 /// | `io::Error` `NotConnected`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
 /// | (feature `hyper`) a `hyper::Error` for an incomplete message (the connection closed mid-request) | `Retry` |
-/// | redial's [`AttemptTimedOut`](super::AttemptTimedOut) | `Retry` |
+/// | redial's [`AttemptTimedOut`](super::AttemptTimedOut), tower's timeout `Elapsed` (a `TimeoutLayer` below the retry) | `Retry` |
 /// | anything else, redial's `Exhausted` included (the peer's policy gave up) | `DontRetry` |
 ///
 /// `Retry` repeats a request that may have been executed: use this classifier for requests
@@ -140,7 +140,7 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
             // goes to another peer.
             return Decision::transparent("ejected");
         }
-        if error.is::<super::AttemptTimedOut>() {
+        if error.is::<super::AttemptTimedOut>() || error.is::<tower::timeout::error::Elapsed>() {
             return Decision::retry("attempt timeout");
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {

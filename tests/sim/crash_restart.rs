@@ -44,6 +44,7 @@ fn knobs() -> Knobs {
         connect_timeout: 500 * MS,
         fail_fast: 1000 * MS,
         stagger: 100 * MS,
+        exhausted_cooldown: None,
         max_attempts: 3,
         retry_deadline: 1500 * MS,
         attempt_timeout: 500 * MS,

@@ -39,6 +39,8 @@ pub struct Knobs {
     pub connect_timeout: Duration,
     pub fail_fast: Duration,
     pub stagger: Duration,
+    /// When an exhausted peer is reset (`None`: never).
+    pub exhausted_cooldown: Option<Duration>,
     pub max_attempts: u32,
     pub retry_deadline: Duration,
     pub attempt_timeout: Duration,
@@ -78,33 +80,59 @@ pub fn peers(seed: u64, backoff: Backoff) -> Peers<Key> {
         .expect("a valid table")
 }
 
+/// The layers of the redial stack to one target, built once: every service they make shares
+/// the peer, the retry budget and the seed, and keeps its own connection.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    reconnect: ReconnectLayer<Target, Key>,
+    retry: RetryLayer<HttpClassifier, PeerHandle<Key>>,
+    timeout: Duration,
+}
+
+impl Layers {
+    pub fn new(peers: &Peers<Key>, target: Target, knobs: &Knobs, seed: u64) -> Self {
+        let peer = peers.add_static(target.host).expect("room for the peer");
+        let reconnect = ReconnectLayer::builder(peer.clone(), target)
+            .connect_timeout(knobs.connect_timeout)
+            .fail_fast(Some(knobs.fail_fast))
+            .stagger(knobs.stagger)
+            .exhausted_cooldown(knobs.exhausted_cooldown)
+            .build()
+            .expect("valid reconnect settings");
+        let retry = RetryLayer::builder()
+            .classifier(HttpClassifier::new())
+            .max_attempts(knobs.max_attempts)
+            .deadline(knobs.retry_deadline)
+            .attempt_timeout(knobs.attempt_timeout)
+            .budget(knobs.budget.clone())
+            .peer(peer)
+            // The reconnect layer below records the connection's errors for the same peer.
+            .record_errors(false)
+            .seed(seed)
+            .build()
+            .expect("valid retry settings");
+        Self {
+            reconnect,
+            retry,
+            timeout: knobs.timeout,
+        }
+    }
+
+    /// A service of the stack over `connector`.
+    pub fn service(&self, connector: Connector) -> Stack {
+        Timeout::new(
+            self.retry
+                .layer(self.reconnect.layer(HttpConnect::new(connector))),
+            self.timeout,
+        )
+    }
+}
+
 /// The redial stack to `target`, recording into `peers`; clones share the peer, the retry
 /// budget and the seed, and each clone keeps its own connection.
 pub fn redial(peers: &Peers<Key>, target: Target, knobs: &Knobs, seed: u64) -> (Stack, Connector) {
-    let peer = peers.add_static(target.host).expect("room for the peer");
     let connector = Connector::new();
-    let reconnect = ReconnectLayer::builder(peer.clone(), target)
-        .connect_timeout(knobs.connect_timeout)
-        .fail_fast(Some(knobs.fail_fast))
-        .stagger(knobs.stagger)
-        .build()
-        .expect("valid reconnect settings");
-    let retry = RetryLayer::builder()
-        .classifier(HttpClassifier::new())
-        .max_attempts(knobs.max_attempts)
-        .deadline(knobs.retry_deadline)
-        .attempt_timeout(knobs.attempt_timeout)
-        .budget(knobs.budget.clone())
-        .peer(peer)
-        // The reconnect layer below records the connection's errors for the same peer.
-        .record_errors(false)
-        .seed(seed)
-        .build()
-        .expect("valid retry settings");
-    let service = Timeout::new(
-        retry.layer(reconnect.layer(HttpConnect::new(connector.clone()))),
-        knobs.timeout,
-    );
+    let service = Layers::new(peers, target, knobs, seed).service(connector.clone());
     (service, connector)
 }
 

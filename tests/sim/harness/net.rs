@@ -39,6 +39,7 @@ impl Target {
 #[derive(Debug, Clone, Default)]
 pub struct Connector {
     log: Rc<RefCell<Vec<Dial>>>,
+    tag: u64,
 }
 
 /// One connect attempt.
@@ -48,11 +49,21 @@ pub struct Dial {
     pub at: Duration,
     /// Whether it connected.
     pub ok: bool,
+    /// The tag of the connector that made it (e.g. which client).
+    pub tag: u64,
 }
 
 impl Connector {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A connector sharing this one's log, whose attempts carry `tag`.
+    pub fn tagged(&self, tag: u64) -> Self {
+        Self {
+            log: Rc::clone(&self.log),
+            tag,
+        }
     }
 
     /// Every attempt so far.
@@ -72,12 +83,14 @@ impl tower::Service<Target> for Connector {
 
     fn call(&mut self, target: Target) -> Self::Future {
         let log = Rc::clone(&self.log);
+        let tag = self.tag;
         Box::pin(async move {
             let at = super::now();
             let result = TcpStream::connect((target.host, target.port)).await;
             log.borrow_mut().push(Dial {
                 at,
                 ok: result.is_ok(),
+                tag,
             });
             if result.is_err() {
                 tokio::time::sleep(Duration::from_millis(1)).await;

@@ -69,7 +69,7 @@ pub fn client(
     + 'static,
     BoxError,
 > {
-    let connector = http1_connector(Peers::new());
+    let connector = http1_connector();
     let health = HealthPolicy::builder()
         .classifier(HttpClassifier::new()) // errors and 5xx count against a peer
         .consecutive_failures(Some(5))
@@ -136,7 +136,7 @@ async fn main() -> Result<(), BoxError> {
         }
         let mut batch = tokio::task::JoinSet::new();
         for _ in 0..8 {
-            batch.spawn(client.clone().oneshot(get()));
+            batch.spawn(client.clone().oneshot(get("/")));
         }
         while let Some(result) = batch.join_next().await {
             match result? {

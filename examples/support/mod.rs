@@ -17,12 +17,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use redial::peers::Peers;
-use redial::reconnect::connector::ConnectLayer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
-use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
+use tower::{BoxError, Service, service_fn};
 
 /// The request the examples send: a body that clones, so that retries can replay it.
 pub type HttpRequest = Request<Full<Bytes>>;
@@ -119,59 +117,100 @@ impl Server {
     }
 }
 
-/// A connector for redial's layers: a TCP dial through redial's [`ConnectLayer`], then an
-/// HTTP/1 handshake; each connection is an [`Http1`] service.
-///
-/// The dialer keeps its own `Peers` table (`dials`): the reconnect layer above already holds
-/// the peer's single-flight gate while it connects, and a second gate for the same key in the
-/// same table would wait for the first forever.
-pub fn http1_connector(
-    dials: Peers<SocketAddr>,
-) -> impl Service<SocketAddr, Response = Http1, Error = BoxError, Future: Send> + Clone + Send + 'static
+/// A connector for redial's layers: a TCP connect and an HTTP/1 handshake; each connection is
+/// an [`Http1`] service. No backoff of its own: the reconnect layer above decides when to
+/// connect (a connector with a schedule of its own under it would make the two wait for each
+/// other).
+pub fn http1_connector()
+-> impl Service<SocketAddr, Response = Http1, Error = BoxError, Future: Send> + Clone + Send + 'static
 {
-    let dial = ConnectLayer::builder(dials, |addr: &SocketAddr| *addr)
-        .attempts_per_call(1)
-        .build()
-        .expect("a valid connector configuration")
-        .layer(service_fn(TcpStream::connect));
-    service_fn(move |addr: SocketAddr| {
-        let dial = dial.clone();
-        async move {
-            let io = dial.oneshot(addr).await?;
-            let (sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-            tokio::spawn(connection); // drives the connection; ends when it drops
-            Ok::<_, BoxError>(Http1(sender))
-        }
+    service_fn(move |addr: SocketAddr| async move {
+        let io = TcpStream::connect(addr).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        tokio::spawn(connection); // drives the connection; ends when it drops
+        Ok::<_, BoxError>(Http1 {
+            sender,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        })
     })
 }
 
 /// One HTTP/1 connection as a `tower::Service`, reading each response's whole body.
-pub struct Http1(SendRequest<Full<Bytes>>);
+///
+/// HTTP/1 cannot cancel a request: once a caller gives up on one (a timeout drops its future)
+/// the connection stays busy until the server answers, which may be never. Like a pool that
+/// discards such connections, the service then reports itself broken from `poll_ready`, and
+/// the reconnect layer above replaces it.
+pub struct Http1 {
+    sender: SendRequest<Full<Bytes>>,
+    abandoned: Arc<AtomicBool>,
+}
 
 impl Service<HttpRequest> for Http1 {
     type Response = Response<String>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, hyper::Error>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            let reason = "a request on this HTTP/1 connection was abandoned mid-flight";
+            return Poll::Ready(Err(std::io::Error::other(reason).into()));
+        }
+        self.sender.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let response = self.0.send_request(request);
+        let response = self.sender.send_request(request);
+        let abandoned = Abandoned(Some(Arc::clone(&self.abandoned)));
         Box::pin(async move {
             let (parts, body) = response.await?.into_parts();
             let body = body.collect().await?.to_bytes();
+            abandoned.defuse();
             let text = String::from_utf8_lossy(&body).into_owned();
             Ok(Response::from_parts(parts, text))
         })
     }
 }
 
-/// `GET /` with an empty body.
-pub fn get() -> HttpRequest {
-    Request::get("/")
+/// Marks the connection abandoned if the response future is dropped before it completed.
+struct Abandoned(Option<Arc<AtomicBool>>);
+
+impl Abandoned {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request that is a path alone: `GET` it. Requests that are plain `Clone` values can be
+/// retried by the default classifier, without the `http` feature's replayable bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct Get(pub &'static str);
+
+impl Service<Get> for Http1 {
+    type Response = Response<String>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<String>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Service::<HttpRequest>::poll_ready(self, cx)
+    }
+
+    fn call(&mut self, Get(path): Get) -> Self::Future {
+        Service::<HttpRequest>::call(self, get(path))
+    }
+}
+
+/// `GET path` with an empty body.
+pub fn get(path: &str) -> HttpRequest {
+    Request::get(path)
         .body(Full::new(Bytes::new()))
         .expect("a valid request")
 }

@@ -289,6 +289,6 @@ fn history(st: &TrackerState) -> EjectionHistory {
 
 /// How many of `total` peers may be ejected at once: `fraction` of them, rounded down, but
 /// always one, so a lone peer can still be taken out (it is a circuit breaker then).
-pub(crate) fn allowed_ejections(fraction: f64, total: usize) -> usize {
+fn allowed_ejections(fraction: f64, total: usize) -> usize {
     ((fraction * total as f64).floor() as usize).max(1)
 }

@@ -70,10 +70,9 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) use admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan, ProbePermit};
+pub(crate) use admission::{Admission, EjectionHistory, EjectionPlan, ProbePermit};
 pub use attempt::{Attempt, AttemptDenied, NextAttempt};
 pub use builder::PeersBuilder;
-pub(crate) use ejection::allowed_ejections;
 pub use handle::PeerHandle;
 pub use report::{HealthReport, PeerSnapshot, Stats};
 pub use state::{EjectionCause, Origin, Override, PeerState};

@@ -77,9 +77,9 @@ impl SuccessRate {
 /// table. An ejection sets `n` to one more than it was, except that a peer that stayed in use
 /// for at least `max_ejection` since its last restore is forgiven and starts again at `n = 1`.
 /// The ejection lasts `min(base_ejection × n, max_ejection)`, jittered by `± jitter` and never
-/// more than `max_ejection`; `n` stops growing once `base_ejection × n` reaches
-/// `max_ejection`. A successful probe restores the peer and lowers `n` by one; a failed probe
-/// ejects it again with `n + 1` (a failed probe is never forgiven).
+/// more than `max_ejection`. A successful probe restores the peer and lowers `n` by one, so
+/// that the next ejection is no longer than the one the probe ended; a failed probe ejects it
+/// again with `n + 1` (a failed probe is never forgiven).
 ///
 /// ```
 /// use std::time::Duration;
@@ -139,8 +139,6 @@ impl Default for Values {
 pub(crate) struct Settings<C> {
     pub(crate) classifier: C,
     pub(crate) values: Values,
-    /// The multiplier past which `base × n` is at `max` anyway.
-    pub(crate) max_multiplier: u32,
 }
 
 impl HealthPolicy {
@@ -257,10 +255,7 @@ impl<C> HealthPolicy<C> {
         let multiplier = if forgiven {
             1
         } else {
-            history
-                .multiplier
-                .saturating_add(1)
-                .min(self.inner.max_multiplier)
+            history.multiplier.saturating_add(1)
         };
         let plain = v
             .base_ejection
@@ -525,14 +520,10 @@ impl<C> HealthPolicyBuilder<C> {
 
     /// Builds the policy from values already checked.
     fn assemble(self) -> HealthPolicy<C> {
-        let v = self.values;
-        let base = v.base_ejection.as_nanos().max(1);
-        let steps = v.max_ejection.as_nanos().div_ceil(base);
         HealthPolicy {
             inner: Arc::new(Settings {
                 classifier: self.classifier,
-                values: v,
-                max_multiplier: u32::try_from(steps).unwrap_or(u32::MAX).max(1),
+                values: self.values,
             }),
         }
     }
@@ -580,10 +571,10 @@ mod tests {
                 (plan.multiplier, plan.duration.as_secs())
             })
             .collect();
-        // 100 s is reached at n = 4 (120 s, capped); the multiplier stops there.
+        // 100 s is reached at n = 4 (120 s, capped).
         assert_eq!(
             lengths,
-            [(1, 30), (2, 60), (3, 90), (4, 100), (4, 100), (4, 100)]
+            [(1, 30), (2, 60), (3, 90), (4, 100), (5, 100), (6, 100)]
         );
     }
 
@@ -688,7 +679,6 @@ mod tests {
             prop_assert!(plan.duration <= max);
             prop_assert!(!plan.duration.is_zero());
             prop_assert!(plan.multiplier >= 1);
-            prop_assert!(plan.multiplier <= p.inner.max_multiplier);
             // Without jitter, never shorter than the base.
             let plain = HealthPolicy::builder()
                 .base_ejection(base)

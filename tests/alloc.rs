@@ -1,6 +1,7 @@
 //! The hot path allocates nothing: recording outcomes on a peer, by handle or by key, once the
 //! peer is warm (its last-error buffer is reserved on the first failure, by design), and a call
-//! through a connected `Reconnect` service, and a call through `Retry` that succeeds at once.
+//! through a connected `Reconnect` service, a call through `Retry` that succeeds at once, and a
+//! call through `Health`, let through or refused.
 //!
 //! Counts allocations with a counting global allocator, on this test's thread only, so the test
 //! harness's own threads cannot disturb the count.
@@ -12,6 +13,7 @@ use std::future::{Future, Ready, ready};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use redial::health::{HealthLayer, HealthPolicy};
 use redial::peers::{PeerState, Peers};
 use redial::reconnect::ReconnectLayer;
 use redial::retry::RetryLayer;
@@ -235,4 +237,54 @@ fn a_retry_service_whose_call_succeeds_does_not_allocate() {
         "a successful call through Retry with a deadline allocated"
     );
     assert_eq!(events.try_recv(), Ok(None), "no event per successful call");
+}
+
+#[test]
+fn a_health_service_does_not_allocate_per_call_let_through_or_refused() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let peers: Peers<&'static str> = Peers::builder().seed(5).build().expect("valid config");
+    let mut events = peers.subscribe();
+    let peer = peers.peer("echo").expect("room");
+    let plain = HealthLayer::new(peer.clone(), HealthPolicy::default());
+    // The success-rate window is a fixed ring of atomics: no allocation either.
+    let windowed = HealthPolicy::builder()
+        .success_rate(0.8, Duration::from_secs(30), 10)
+        .build()
+        .expect("valid config")
+        .layer(peer.clone());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut plain = plain.layer(Echo);
+    let mut windowed = windowed.layer(Echo);
+    assert_eq!(call_once(&mut plain, &mut cx, 0), 0);
+    assert_eq!(call_once(&mut windowed, &mut cx, 0), 0);
+
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut plain, &mut cx, i), i);
+            assert_eq!(call_once(&mut windowed, &mut cx, i), i);
+        }
+    });
+    assert_eq!(n, 0, "a call through Health to a peer in use allocated");
+    assert_eq!(events.try_recv(), Ok(None), "no event per call");
+
+    // Ejected: every call is refused at once, naming the peer, without allocating.
+    assert!(peer.eject(Duration::from_secs(30)));
+    while events.try_recv().expect("not lagging").is_some() {}
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert!(matches!(plain.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+            let error = match pin!(plain.call(i)).poll(&mut cx) {
+                Poll::Ready(Err(error)) => error,
+                other => panic!("expected a refusal, got {other:?}"),
+            };
+            let refused = error.ejected().expect("refused as ejected");
+            assert_eq!(refused.peer(), "\"echo\"");
+        }
+    });
+    assert_eq!(n, 0, "refusing a call to an ejected peer allocated");
+    assert_eq!(events.try_recv(), Ok(None), "no event per refusal");
 }

@@ -112,8 +112,9 @@ where
 /// use redial::classify::{Classify, Decision, ErrorsFail};
 ///
 /// let outcome: Result<u32, &str> = Err("reset");
-/// assert!(ErrorsFail.is_failure(&outcome));
 /// assert_eq!(ErrorsFail.classify(&"GET /", &outcome), Decision::DontRetry);
+/// // `is_failure` does not look at the request, so name the request type to call it alone.
+/// assert!(<ErrorsFail as Classify<&str, _, _>>::is_failure(&ErrorsFail, &outcome));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ErrorsFail;

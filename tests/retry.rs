@@ -1172,3 +1172,27 @@ fn timeouts_below_the_retry_layer_are_retried() {
         Decision::retry("attempt timeout")
     );
 }
+
+/// A health layer's refusals sent nothing: the retry layer above, recording errors into the
+/// same peer, must not count them as the peer's failures.
+#[tokio::test(start_paused = true)]
+async fn refusals_of_a_health_layer_below_are_not_recorded_again() {
+    use redial::health::{HealthLayer, HealthPolicy};
+
+    let peers: Peers<&'static str> = Peers::new();
+    let peer = peers.peer("a").unwrap();
+    let health = HealthLayer::new(peer.clone(), HealthPolicy::default());
+    let inner = health.layer(tower::service_fn(|_: u32| async {
+        Ok::<_, io::Error>("never".to_string())
+    }));
+    let mut svc = RetryLayer::builder()
+        .backoff(one_ms())
+        .peer(peer.clone())
+        .build()
+        .unwrap()
+        .layer(inner);
+    assert!(peer.eject(Duration::from_secs(30)));
+    let error = send(&mut svc, 1).await.unwrap_err();
+    assert!(error.to_string().contains("ejected"), "{error}");
+    assert_eq!(peer.snapshot().failures, 0);
+}

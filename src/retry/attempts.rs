@@ -15,6 +15,7 @@ use super::track::TrackPeer;
 use crate::backoff::Schedule;
 use crate::error::Chain;
 use crate::event::NotRetriedReason;
+use crate::health::Ejected;
 use crate::peers::{PeerHandle, PeerKey};
 use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::time::deadline;
@@ -145,10 +146,23 @@ fn is_own_timeout(error: &(dyn Error + 'static)) -> bool {
     error.is::<AttemptTimedOut>()
 }
 
-/// redial's reconnect errors: the layer that made them recorded them (or, failing fast,
-/// decided that nothing happened to record).
+/// redial's reconnect and health errors: the layer that made them recorded them (or, failing fast
+/// or refusing, decided that nothing happened to record).
 fn recorded_below(error: &(dyn Error + 'static)) -> bool {
-    error.is::<Unavailable>() || error.is::<Exhausted>() || error.is::<ConnectTimeout>()
+    // Walk the chain: a health layer in between wraps the reconnect layer's errors.
+    let mut next = Some(error);
+    while let Some(error) = next {
+        // A refusal by the health layer sent nothing: not the peer's failure to count again.
+        if error.is::<Unavailable>()
+            || error.is::<Exhausted>()
+            || error.is::<ConnectTimeout>()
+            || error.is::<Ejected>()
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// When an attempt started now must end: its own timeout or the call's deadline, whichever

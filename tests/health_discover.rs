@@ -93,7 +93,7 @@ impl Sim {
         let made = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&made);
         let make: Make = Box::new(move |peer| Made {
-            key: *peer.key(),
+            key: peer.key(),
             serial: counter.fetch_add(1, Ordering::SeqCst) + 1,
         });
         Self {
@@ -224,6 +224,11 @@ async fn an_outlier_is_inserted_for_its_probe_when_its_time_is_over_and_removed_
         PeerState::Ejected,
         "still ejected: probing"
     );
+    assert!(
+        sim.balancer["a"].is_probing(),
+        "its load says: probe here first"
+    );
+    assert!(!sim.balancer["b"].is_probing());
 
     // The probe fails: ejected again for longer. The counts by state do not change, so the
     // health report does not either; the discover notices on its next poll all the same.
@@ -232,9 +237,10 @@ async fn an_outlier_is_inserted_for_its_probe_when_its_time_is_over_and_removed_
     advance(20 * SEC).await;
     assert_eq!(sim.poll(), [Seen::Insert("a", 1)]);
 
-    // This time the probe succeeds: restored, kept in.
+    // This time the probe succeeds: restored, kept in, its own load again.
     handles[0].restore();
     assert_eq!(sim.poll(), []);
+    assert!(!sim.balancer["a"].is_probing());
     assert_eq!(sim.inserted(), ["a", "b", "c"]);
     advance(60 * SEC).await;
     assert_eq!(sim.poll(), []);
@@ -952,4 +958,82 @@ async fn with_health_layers_a_failing_peer_gets_only_probes_then_traffic_again()
     assert_eq!(drive(&mut client, 6000, 6).await, 0);
     assert_ne!(handles[1].state(), PeerState::Ejected);
     assert!(calls_to_b.lock().unwrap().len() - before > 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_probe_goes_out_when_the_ejection_ends_whatever_the_peers_penalty() {
+    use redial::health::{HealthLayer, HealthPolicy, Mode};
+
+    let peers = peers();
+    let (a, b) = (
+        peers.add_static("a").unwrap(),
+        peers.add_static("b").unwrap(),
+    );
+    let policy = HealthPolicy::builder()
+        .consecutive_failures(Some(3))
+        .base_ejection(SEC)
+        .jitter(0.0)
+        .mode(Mode::Backpressure)
+        .build()
+        .unwrap();
+    // A penalty that would keep `a` out of every comparison for hours.
+    let load = PenalizedPendingLayer::builder()
+        .penalty(100.0)
+        .decay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let calls_to_a: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a_backend = backend(Arc::clone(&up), Arc::clone(&calls_to_a));
+    let b_backend = backend(Arc::new(AtomicBool::new(true)), Arc::default());
+    let mut a_service = load.layer(HealthLayer::new(a.clone(), policy.clone()).layer(a_backend));
+    for _ in 0..3 {
+        assert!(a_service.ready().await.unwrap().call(()).await.is_err());
+    }
+    assert_eq!(a.state(), PeerState::Ejected);
+    assert!(a_service.load().value() >= 300.0);
+    let b_service = load.layer(HealthLayer::new(b.clone(), policy).layer(b_backend));
+    let mut services = HashMap::from([("a", a_service), ("b", b_service)]);
+    let discover = HealthDiscover::new(&peers, [a.clone(), b], move |peer| {
+        services
+            .remove(peer.key())
+            .expect("each service is made once")
+    });
+    let mut client = Balance::from_rng(discover, seeded());
+    let ejected_at = Instant::now();
+    up.store(true, Ordering::SeqCst);
+
+    // While ejected: nothing to a. The first request once the time is over is its probe.
+    while ejected_at.elapsed() < SEC {
+        client.ready().await.unwrap().call(()).await.unwrap();
+        tokio::time::sleep(100 * MS).await;
+    }
+    assert_eq!(calls_to_a.lock().unwrap().len(), 3);
+    client.ready().await.unwrap().call(()).await.unwrap();
+    assert_eq!(calls_to_a.lock().unwrap().len(), 4);
+    assert_eq!(calls_to_a.lock().unwrap()[3], ejected_at + SEC);
+    assert_ne!(a.state(), PeerState::Ejected, "restored by the probe");
+
+    // Restored, its own load counts again: its penalty keeps it behind an idle `b`.
+    for _ in 0..20 {
+        client.ready().await.unwrap().call(()).await.unwrap();
+    }
+    assert_eq!(calls_to_a.lock().unwrap().len(), 4);
+}
+
+/// Answers while `up`, refuses otherwise; logs when each call came.
+fn backend(
+    up: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Instant>>>,
+) -> impl Service<(), Response = (), Error = BoxError, Future: Send> {
+    service_fn(move |_: ()| {
+        log.lock().unwrap().push(Instant::now());
+        let up = up.load(Ordering::SeqCst);
+        async move {
+            match up {
+                true => Ok(()),
+                false => Err("refused".into()),
+            }
+        }
+    })
 }

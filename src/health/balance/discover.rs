@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -101,6 +103,8 @@ struct Entry<K, S> {
     /// Not inserted before this: the balancer dropped the last service on its own.
     hold_until: Option<Instant>,
     probing: bool,
+    /// `probing`, as the peer's endpoints in the balancer see it (their load).
+    probing_flag: Arc<AtomicBool>,
     /// Removed through a handle: dropped once the balancer has let go of its service.
     forget: bool,
 }
@@ -202,6 +206,7 @@ where
             due: None,
             hold_until: None,
             probing: false,
+            probing_flag: Arc::default(),
             forget: false,
         });
         if self.started {
@@ -303,7 +308,12 @@ where
         match (want, &entry.slot) {
             (Want::In | Want::Probe, Slot::Parked(_)) => {
                 if let Slot::Parked(service) = std::mem::replace(&mut entry.slot, Slot::Lent) {
-                    let endpoint = Endpoint::new(service, entry.id, self.returns_tx.clone());
+                    let endpoint = Endpoint::new(
+                        service,
+                        entry.id,
+                        self.returns_tx.clone(),
+                        Arc::clone(&entry.probing_flag),
+                    );
                     self.changes
                         .push_back(Change::Insert(entry.peer.key().clone(), endpoint));
                 }
@@ -323,6 +333,7 @@ where
         let entry = &mut self.entries[i];
         if entry.probing != probing {
             entry.probing = probing;
+            entry.probing_flag.store(probing, Ordering::Relaxed);
             if probing {
                 self.probing += 1;
             } else {

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -18,22 +20,45 @@ use crate::reconnect::NotReady;
 /// The balancer drops a service when it is told to remove it (and when its `poll_ready` fails).
 /// Dropping an `Endpoint` does not drop the service inside: it goes back to the discover, which
 /// keeps it parked and inserts the same one again when the peer is usable, so its connection
-/// and its layers' state outlive the removal. Everything else is forwarded as is: readiness,
-/// calls and [`Load`].
+/// and its layers' state outlive the removal. Readiness and calls are forwarded as they are.
+///
+/// # Load
+///
+/// The service's own [`Load`], except while the peer is in the balancer for the probe that
+/// decides an outlier ejection: then `None`, which is less than any load. A peer that was
+/// ejected for failing carries a failure penalty (see [`PenalizedPending`](super::PenalizedPending))
+/// that would keep a balancer from choosing it, and so from sending the probe, until the
+/// penalty had decayed; the probe goes out as soon as the ejection's time is over instead. Only
+/// as many requests as the health layer has probe slots can follow: in
+/// [`Mode::Backpressure`](crate::health::Mode::Backpressure), the mode for a balancer, the
+/// peer's service is not ready to the others. Once the probe has restored the peer, its own
+/// load (and penalty) counts again.
 pub struct Endpoint<S> {
     /// `None` only while dropping, when the service is on its way back.
     service: Option<S>,
     id: u64,
     home: UnboundedSender<(u64, S)>,
+    probing: Arc<AtomicBool>,
 }
 
 impl<S> Endpoint<S> {
-    pub(super) fn new(service: S, id: u64, home: UnboundedSender<(u64, S)>) -> Self {
+    pub(super) fn new(
+        service: S,
+        id: u64,
+        home: UnboundedSender<(u64, S)>,
+        probing: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             service: Some(service),
             id,
             home,
+            probing,
         }
+    }
+
+    /// Whether the peer is in the balancer for the probe of an outlier ejection.
+    pub fn is_probing(&self) -> bool {
+        self.probing.load(Ordering::Relaxed)
     }
 
     /// The service inside.
@@ -79,9 +104,11 @@ where
 impl<S: Load> Load for Endpoint<S> {
     type Metric = Option<S::Metric>;
 
-    /// The service's own load. (`None`, which compares below any load, cannot be seen: the
-    /// service is always there while the endpoint is.)
+    /// `None` (less than any load) while probing; the service's own load otherwise.
     fn load(&self) -> Self::Metric {
+        if self.is_probing() {
+            return None;
+        }
         self.service.as_ref().map(Load::load)
     }
 }
@@ -91,6 +118,7 @@ impl<S: fmt::Debug> fmt::Debug for Endpoint<S> {
         f.debug_struct("Endpoint")
             .field("service", &self.service)
             .field("id", &self.id)
+            .field("probing", &self.is_probing())
             .finish_non_exhaustive()
     }
 }

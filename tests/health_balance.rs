@@ -408,8 +408,9 @@ async fn a_black_holed_peer_is_ejected_probed_and_restored_and_no_peer_fails_fas
     // (plus the reconnects between them: a connection that never answered is not proof, so
     // each reconnect waits a backoff step of at most 200 ms).
     let last = *before[before.len() - 1];
+    // (That request left the client a little before it reached the server.)
     assert!(
-        first - last >= TIMEOUT,
+        first - last >= TIMEOUT - 50 * MS,
         "ejected by a timeout: {:?}",
         first - last
     );

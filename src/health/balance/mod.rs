@@ -7,7 +7,8 @@
 //! - [`HealthDiscover`] inserts each usable peer, removes a peer when it is ejected or its
 //!   connect attempts are exhausted, and inserts the same service again when the peer is
 //!   restored, when an outlier ejection's time is over (so the balancer sends the probe that
-//!   decides it), or after a cool-down once exhausted;
+//!   decides it), or after a cool-down once exhausted; a service the balancer dropped for a
+//!   failed `poll_ready` is replaced by a new one;
 //! - [`PenalizedPending`] is a [`Load`](tower::load::Load) that counts failures as well as
 //!   requests in flight, so a peer that fails fast does not look like the least loaded;
 //! - [`FailFast`] turns "no peer ready for `wait`" into calls failing at once with
@@ -28,8 +29,8 @@
 //! let peers: Peers<&'static str> = Peers::new();
 //! let handles = vec![peers.add_static("a")?, peers.add_static("b")?, peers.add_static("c")?];
 //!
-//! // Each peer's service: here a function that names the peer; in real life HealthLayer over
-//! // tower's timeout over ReconnectLayer over a connector.
+//! // Each peer's service: here a function that names the peer; in real life a HealthLayer over
+//! // tower's timeout over a ReconnectLayer over a connector (see "Composition" below).
 //! let load = PenalizedPendingLayer::new();
 //! let discover = HealthDiscover::new(&peers, handles.clone(), move |peer| {
 //!     let name = *peer.key();
@@ -67,18 +68,36 @@
 //! # Composition
 //!
 //! ```text
-//! FailFast(wait)                 ◄─ the one place that fails fast: NoHealthyPeers
-//!   └─ p2c Balance
-//!        └─ HealthDiscover       ◄─ Peers::watch_health + one timer
-//!             └─ per peer: PenalizedPending ─ HealthLayer (Backpressure) ─ timeout ─ ReconnectLayer (fail_fast(None)) ─ connector
+//! FailFast(wait)             the one place that fails fast: NoHealthyPeers
+//!   p2c Balance
+//!     HealthDiscover         wakes on Peers::watch_health and one timer
+//!       per peer:
+//!       PenalizedPending     requests in flight + decaying failure penalty
+//!         HealthLayer        Mode::Backpressure: an ejected peer is not ready
+//!           timeout          so a black hole fails, and counts
+//!             ReconnectLayer fail_fast(None): a peer that is down is not ready
+//!               connector
 //! ```
 //!
-//! Under a balancer, readiness is the signal: a peer that is down, backing off or ejected should
-//! have a `poll_ready` that pends (so the balancer sends elsewhere), not one that is ready and
-//! fails calls. Give each peer's [`ReconnectLayer`](crate::reconnect::ReconnectLayer)
-//! `fail_fast(None)` and leave failing fast to [`FailFast`] above the balancer. Put the
-//! request timeout inside the health layer, so that a peer that accepts and never answers is
-//! counted as failing and ejected.
+//! Under a balancer, readiness is the signal: a peer that is down, backing off or ejected
+//! should have a `poll_ready` that pends, so that the balancer sends elsewhere, not one that is
+//! ready and fails calls, which would draw traffic to it. So:
+//!
+//! - give each peer's [`ReconnectLayer`](crate::reconnect::ReconnectLayer) `fail_fast(None)`,
+//!   and leave failing fast to [`FailFast`] above the balancer;
+//! - give each peer's [`HealthLayer`](crate::health::HealthLayer)
+//!   [`Mode::Backpressure`](crate::health::Mode::Backpressure);
+//! - put the request timeout inside the health layer, so that a peer that accepts requests and
+//!   never answers is counted as failing and ejected.
+//!
+//! When an outlier ejection's time is over the discover puts the peer back for its probe, and
+//! while it is there its [`Endpoint`] reports the lowest load: the probe goes out at once rather
+//! than after the failure penalty that got the peer ejected has decayed. The health layer lets
+//! only its probe slots through; a failed probe ejects the peer again and the discover takes it
+//! out again.
+//!
+//! A retry layer goes above [`FailFast`]: a call that failed with [`NoHealthyPeers`] was sent
+//! nowhere, so repeating it is safe.
 
 mod discover;
 mod endpoint;

@@ -2,8 +2,8 @@
 //! and a client behind the whole redial stack rides through.
 //!
 //! - Three hyper servers on 127.0.0.1 (A, B, C). The schedule: at 2 s B is killed (its
-//!   connections drop, its port refuses); at 5 s B comes back; at 7 s C turns into a black hole
-//!   (it accepts requests and never answers); at 11 s C answers again; at 13 s all three are
+//!   connections drop, its port refuses); at 4.5 s B comes back; at 6 s C turns into a black
+//!   hole (it accepts requests and never answers); at 9 s C answers again; at 13 s all three are
 //!   killed; at 15.5 s all three come back; the load stops at 18 s.
 //! - The client sends `GET /` every 10 ms through the stack of `examples/stack.rs`: a 1.5 s
 //!   deadline, retries (transparent when nothing was sent), a fail-fast of 1 s with
@@ -56,9 +56,9 @@ enum Action {
 
 const SCHEDULE: [(u64, Action); 9] = [
     (2000, Action::Kill(1)),
-    (5000, Action::Restart(1)),
-    (7000, Action::BlackHole(2, true)),
-    (11000, Action::BlackHole(2, false)),
+    (4500, Action::Restart(1)),
+    (6000, Action::BlackHole(2, true)),
+    (9000, Action::BlackHole(2, false)),
     (13000, Action::Kill(0)),
     (13000, Action::Kill(1)),
     (13000, Action::Kill(2)),
@@ -81,6 +81,8 @@ struct Counts {
     /// Successes and requests in the last second of load, for the recovery check.
     late_ok: AtomicU64,
     late_sent: AtomicU64,
+    /// The first few "other" errors, whole chains, for the summary.
+    samples: std::sync::Mutex<Vec<String>>,
 }
 
 #[tokio::main]
@@ -268,6 +270,12 @@ where
                 Err(_) => &counts.other,
             };
             counter.fetch_add(1, Relaxed);
+            if let (Err(error), true) = (&outcome, std::ptr::eq(counter, &counts.other)) {
+                let mut samples = counts.samples.lock().unwrap_or_else(|e| e.into_inner());
+                if samples.len() < 3 {
+                    samples.push(redial_chain(error.as_ref()));
+                }
+            }
             if late {
                 counts.late_sent.fetch_add(1, Relaxed);
                 counts
@@ -291,6 +299,17 @@ async fn faults(servers: Vec<Server>, start: Instant) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// An error and its sources, `: `-separated.
+fn redial_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn describe(action: Action) -> String {
@@ -352,6 +371,14 @@ fn summary(
     println!("    failed: NoHealthyPeers {}", n(&counts.no_healthy_peers));
     println!("    failed: deadline       {}", n(&counts.timed_out));
     println!("    failed: other          {}", n(&counts.other));
+    for sample in counts
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        println!("      e.g. {sample}");
+    }
     println!(
         "  retries                  {}  (attempts beyond the first)",
         n(&counts.attempts).saturating_sub(sent)

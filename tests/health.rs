@@ -920,3 +920,62 @@ async fn a_call_without_poll_ready_still_meets_the_gate() {
     assert!(s.service.call(0).await.unwrap_err().is_ejected());
     assert_eq!(s.backend.calls(), calls);
 }
+
+/// Printing an error with its sources (as anyhow and tracing do) says each thing once, and a
+/// refusal is still found by the retry classifier once boxed.
+#[test]
+fn errors_say_each_thing_once_along_their_chain() {
+    use std::error::Error as _;
+
+    let chain = |error: &(dyn std::error::Error + 'static)| {
+        let mut parts = vec![error.to_string()];
+        let mut next = error.source();
+        while let Some(e) = next {
+            parts.push(e.to_string());
+            next = e.source();
+        }
+        parts
+    };
+    let inner = HealthError::Inner(Box::new(io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "reset by peer",
+    )));
+    assert_eq!(
+        chain(&inner),
+        ["the peer's service failed", "reset by peer"]
+    );
+    assert_eq!(
+        classify_error(&inner),
+        Decision::retry("connection reset"),
+        "the inner io::Error is one step down"
+    );
+
+    let peers: Peers<&'static str> = Peers::new();
+    let peer = peers.peer("api").unwrap();
+    peer.eject(Duration::from_secs(5));
+    let mut svc = HealthLayer::new(peer, HealthPolicy::default())
+        .layer(tower::service_fn(|_: ()| async { Ok::<_, io::Error>(()) }));
+    let refused = futures_ready_call(&mut svc);
+    assert_eq!(chain(&refused).len(), 1, "{:?}", chain(&refused));
+    assert!(refused.source().is_none());
+    let boxed: BoxError = Box::new(refused);
+    assert_eq!(
+        classify_error(boxed.as_ref()),
+        Decision::transparent("ejected")
+    );
+}
+
+/// Polls ready and calls once, outside any runtime: a refusal needs neither.
+fn futures_ready_call<S>(svc: &mut S) -> HealthError
+where
+    S: Service<(), Error = HealthError>,
+{
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut future = pin!(svc.call(()));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(error)) => error,
+        _ => panic!("a refusal is immediate"),
+    }
+}

@@ -78,9 +78,11 @@ impl Error for Ejected {}
 ///
 /// A concrete type rather than a [`BoxError`], so that refusing a call to an ejected peer
 /// allocates nothing. It is `Send + Sync + 'static`, so layers above box it as they box any
-/// error. Both variants are wrappers: `Display` shows the wrapped error and
-/// [`source`](Error::source) returns it, so classifiers that walk the `source()` chain (as
-/// redial's retry classifiers do) see the inner error, or the [`Ejected`], one step down.
+/// error. A refusal displays as the [`Ejected`] it carries and has no source. An inner failure
+/// displays as "the peer's service failed" with the inner error as its
+/// [`source`](Error::source) (said once, so that printing the chain does not repeat it), so
+/// classifiers that walk the `source()` chain (as redial's retry classifiers do) find the inner
+/// error one step down.
 ///
 /// ```
 /// use redial::health::HealthError;
@@ -131,7 +133,7 @@ impl fmt::Display for HealthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HealthError::Ejected(ejected) => ejected.fmt(f),
-            HealthError::Inner(error) => error.fmt(f),
+            HealthError::Inner(_) => f.write_str("the peer's service failed"),
         }
     }
 }
@@ -139,7 +141,7 @@ impl fmt::Display for HealthError {
 impl Error for HealthError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
-            HealthError::Ejected(ejected) => Some(ejected),
+            HealthError::Ejected(_) => None,
             HealthError::Inner(error) => Some(&**error),
         }
     }

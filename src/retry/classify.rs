@@ -6,7 +6,7 @@ use std::io;
 use tower::BoxError;
 
 pub use crate::classify::{Classify, Decision};
-use crate::health::Ejected;
+use crate::health::{Ejected, HealthError};
 use crate::reconnect::{ConnectTimeout, Unavailable};
 
 /// A classifier from a closure, for requests that are replayed by cloning them: what
@@ -135,7 +135,11 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
         if error.is::<ConnectTimeout>() {
             return Decision::transparent("connect timeout");
         }
-        if error.is::<Ejected>() {
+        if error.is::<Ejected>()
+            || error
+                .downcast_ref::<HealthError>()
+                .is_some_and(HealthError::is_ejected)
+        {
             // The health layer refused the call: nothing was sent. Under a balancer the retry
             // goes to another peer.
             return Decision::transparent("ejected");

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_core::Stream;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
@@ -16,9 +15,9 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::discover::Change;
 
+use super::builder::Settings;
 use super::endpoint::Endpoint;
 use super::handle::{Control, DiscoverHandle};
-use crate::error::{ConfigError, ConfigErrorKind};
 use crate::peers::{EjectionCause, HealthReport, PeerHandle, PeerKey, PeerState, Peers};
 use crate::time::deadline;
 
@@ -79,21 +78,6 @@ pub struct HealthDiscover<K: PeerKey, S, F> {
     probing: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    exhausted_cooldown: Option<Duration>,
-    recheck: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            exhausted_cooldown: Some(Duration::from_secs(30)),
-            recheck: Duration::from_secs(1),
-        }
-    }
-}
-
 struct Entry<K, S> {
     id: u64,
     peer: PeerHandle<K>,
@@ -144,7 +128,7 @@ where
         Self::from_settings(peers, handles, make, Settings::default())
     }
 
-    fn from_settings(
+    pub(super) fn from_settings(
         peers: &Peers<K>,
         handles: impl IntoIterator<Item = PeerHandle<K>>,
         make: F,
@@ -476,86 +460,5 @@ impl<K: PeerKey, S, F> fmt::Debug for HealthDiscover<K, S, F> {
             list.entry(&(entry.peer.key(), slot));
         }
         list.finish()
-    }
-}
-
-/// Configures a [`HealthDiscover`]; [`build`](Self::build) checks every value.
-///
-/// | setting | default | meaning |
-/// |---|---|---|
-/// | [`exhausted_cooldown`](Self::exhausted_cooldown) | 30 s | an exhausted peer is reset and inserted again this long after it ran out of attempts |
-/// | [`recheck`](Self::recheck) | 1 s | how often a peer out for no known time is looked at besides the health watch; the pause before a service the balancer dropped is replaced |
-#[derive(Debug, Clone)]
-#[must_use = "a builder does nothing until `build` is called"]
-pub struct HealthDiscoverBuilder<K> {
-    peers: Peers<K>,
-    settings: Settings,
-}
-
-impl<K: PeerKey> HealthDiscoverBuilder<K> {
-    /// Starts from the defaults, for peers of `peers`.
-    pub fn new(peers: &Peers<K>) -> Self {
-        Self {
-            peers: peers.clone(),
-            settings: Settings::default(),
-        }
-    }
-
-    /// How long after a peer's attempts ran out the discover resets it (through
-    /// [`PeerHandle::reset`], for every service of the peer) and inserts it again. `None`
-    /// leaves an exhausted peer out until someone else resets it. Must not be zero.
-    pub fn exhausted_cooldown(mut self, cooldown: Option<Duration>) -> Self {
-        self.settings.exhausted_cooldown = cooldown;
-        self
-    }
-
-    /// How often a peer that is out for no known time is looked at again, besides the health
-    /// watch; also the pause before a service the balancer dropped on its own is replaced.
-    /// Must be greater than zero.
-    pub fn recheck(mut self, every: Duration) -> Self {
-        self.settings.recheck = every;
-        self
-    }
-
-    /// Checks the settings and makes the discover over `handles`, making each peer's service
-    /// with `make`.
-    pub fn build<S, F>(
-        self,
-        handles: impl IntoIterator<Item = PeerHandle<K>>,
-        make: F,
-    ) -> Result<HealthDiscover<K, S, F>, ConfigError>
-    where
-        F: FnMut(&PeerHandle<K>) -> S,
-    {
-        if self.settings.exhausted_cooldown == Some(Duration::ZERO) {
-            return Err(ConfigError::new(
-                "health discover",
-                "exhausted_cooldown",
-                ConfigErrorKind::Zero,
-                "must be greater than zero, or an exhausted peer would be reset at once; \
-                 use `None` to leave resets to someone else",
-            ));
-        }
-        if self.settings.recheck.is_zero() {
-            return Err(ConfigError::new(
-                "health discover",
-                "recheck",
-                ConfigErrorKind::Zero,
-                "must be greater than zero, or the discover would look at its peers in a loop",
-            ));
-        }
-        Ok(HealthDiscover::from_settings(
-            &self.peers,
-            handles,
-            make,
-            self.settings,
-        ))
-    }
-}
-
-impl<K: PeerKey> HealthDiscover<K, (), fn(&PeerHandle<K>)> {
-    /// Configures a discover over peers of `peers`.
-    pub fn builder(peers: &Peers<K>) -> HealthDiscoverBuilder<K> {
-        HealthDiscoverBuilder::new(peers)
     }
 }

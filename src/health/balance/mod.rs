@@ -99,13 +99,15 @@
 //! A retry layer goes above [`FailFast`]: a call that failed with [`NoHealthyPeers`] was sent
 //! nowhere, so repeating it is safe.
 
+mod builder;
 mod discover;
 mod endpoint;
 mod fail_fast;
 mod handle;
 mod load;
 
-pub use discover::{HealthDiscover, HealthDiscoverBuilder};
+pub use builder::HealthDiscoverBuilder;
+pub use discover::HealthDiscover;
 pub use endpoint::{Endpoint, EndpointFuture};
 pub use fail_fast::{FailFast, FailFastFuture, FailFastLayer, NoHealthyPeers};
 pub use handle::DiscoverHandle;

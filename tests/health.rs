@@ -979,3 +979,30 @@ where
         _ => panic!("a refusal is immediate"),
     }
 }
+
+/// A probe slot held across polls (by a service a balancer parked, say) does not outlive its
+/// ejection: after a restore and a new ejection, the service asks the gate again.
+#[tokio::test(start_paused = true)]
+async fn a_probe_slot_of_an_ended_ejection_lets_nothing_through() {
+    let peers: Peers<&'static str> = Peers::new();
+    let peer = peers.peer("api").unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let mut svc = HealthLayer::new(peer.clone(), HealthPolicy::default()).layer(tower::service_fn(
+        move |_: ()| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, io::Error>(()) }
+        },
+    ));
+    peer.eject(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // Takes the probe slot, then is left uncalled.
+    poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    assert!(peer.restore());
+    assert!(peer.eject(Duration::from_secs(30)));
+
+    poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    let error = svc.call(()).await.unwrap_err();
+    assert!(error.is_ejected(), "{error}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}

@@ -143,9 +143,13 @@ where
     type Future = ResponseFuture<S::Future, K, C, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HealthError>> {
-        // A probe slot is kept across polls; anything else is asked again (for a peer in use
-        // that is one atomic load), so a peer ejected meanwhile is seen.
-        if !matches!(self.admitted, Admitted::Probe(_)) {
+        // A probe slot is kept across polls while its ejection lasts (a slot of an ejection
+        // that ended, by a restore or a new ejection, would let a request past the gate);
+        // anything else is asked again (for a peer in use that is one atomic load), so a peer
+        // ejected meanwhile is seen.
+        let current_probe =
+            matches!(&self.admitted, Admitted::Probe(permit) if permit.is_current());
+        if !current_probe {
             self.admitted = Admitted::No;
             if self.admit(cx).is_pending() {
                 return Poll::Pending;

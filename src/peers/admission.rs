@@ -92,6 +92,13 @@ impl<K: PeerKey> ProbePermit<K> {
         }
     }
 
+    /// Whether the ejection this slot was taken in is still the peer's current one: a slot
+    /// kept across polls (by a service a balancer parked, say) goes stale when the peer is
+    /// restored or ejected again meanwhile, and must not let a request through.
+    pub(crate) fn is_current(&self) -> bool {
+        self.handle.tracker.lock().ejection_generation == self.generation
+    }
+
     /// The probe succeeded: the peer is restored and its multiplier decays by one step.
     pub(crate) fn succeeded(mut self) {
         self.finished = true;

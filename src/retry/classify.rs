@@ -88,6 +88,7 @@ pub trait Replay<Req> {
 /// |---|---|
 /// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
 /// | redial's [`Ejected`] (the health layer refused the call: the peer is ejected) | `Transparent` |
+/// | redial's [`NoHealthyPeers`](crate::health::balance::NoHealthyPeers) (a balanced stack failed fast) | `Transparent` |
 /// | `io::Error` `ConnectionRefused`, `AddrNotAvailable` | `Transparent` |
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
 /// | `io::Error` `NotConnected`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
@@ -143,6 +144,11 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
             // The health layer refused the call: nothing was sent. Under a balancer the retry
             // goes to another peer.
             return Decision::transparent("ejected");
+        }
+        if error.is::<crate::health::balance::NoHealthyPeers>() {
+            // The balanced stack failed fast: nothing was sent; a retry after the backoff may
+            // find a peer back.
+            return Decision::transparent("no healthy peers");
         }
         if error.is::<super::AttemptTimedOut>() || error.is::<tower::timeout::error::Elapsed>() {
             return Decision::retry("attempt timeout");

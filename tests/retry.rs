@@ -1196,3 +1196,35 @@ async fn refusals_of_a_health_layer_below_are_not_recorded_again() {
     assert!(error.to_string().contains("ejected"), "{error}");
     assert_eq!(peer.snapshot().failures, 0);
 }
+
+/// A balanced stack that failed fast sent nothing: retrying it is transparent.
+#[tokio::test(start_paused = true)]
+async fn no_healthy_peers_is_a_transparent_failure() {
+    use redial::health::balance::FailFastLayer;
+
+    let never_ready = tower::service_fn(|_: u32| async { Ok::<_, io::Error>(()) });
+    let never_ready = PendingForever(never_ready);
+    let mut svc = FailFastLayer::new(Duration::ZERO).layer(never_ready);
+    let error = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(
+        redial::retry::classify_error(error.as_ref()),
+        Decision::transparent("no healthy peers")
+    );
+}
+
+/// Never ready.
+struct PendingForever<S>(S);
+
+impl<S: Service<u32>> Service<u32> for PendingForever<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Poll::Pending
+    }
+
+    fn call(&mut self, request: u32) -> S::Future {
+        self.0.call(request)
+    }
+}

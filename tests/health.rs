@@ -1006,3 +1006,39 @@ async fn a_probe_slot_of_an_ended_ejection_lets_nothing_through() {
     assert!(error.is_ejected(), "{error}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+/// A waiter held for a probe slot is woken when the outlier is ejected again by hand: the new
+/// ejection has a time of its own to wait for, and the old probe's outcome will decide nothing
+/// (found in review: nothing woke it, and it pended past the new ejection's end).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_for_a_probe_slot_wakes_for_a_new_ejection_by_hand() {
+    let mut s = setup(policy().mode(Mode::Backpressure));
+    assert!(s.peer.eject(SEC));
+    tokio::time::sleep(SEC).await;
+    // The probe goes out and hangs.
+    s.backend.reply(Reply::Hang);
+    s.service.ready().await.unwrap();
+    let mut probe = Box::pin(s.service.call(0));
+    assert!(
+        poll_fn(|cx| Poll::Ready(probe.as_mut().poll(cx)))
+            .await
+            .is_pending()
+    );
+    // Another service waits for the slot.
+    let mut waiter = s.service.clone();
+    let start = Instant::now();
+    let waiting = tokio::spawn(async move {
+        timeout(60 * SEC, waiter.ready())
+            .await
+            .map(|ready| ready.map(drop))
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+
+    // Ejected again for 5 s: the waiter takes the new ejection's probe once that is over.
+    assert!(s.peer.eject(5 * SEC));
+    let ready = waiting.await.unwrap();
+    assert!(matches!(ready, Ok(Ok(()))), "the waiter was never woken");
+    assert_eq!(Instant::now() - start, 5 * SEC);
+    drop(probe);
+}

@@ -37,6 +37,11 @@ impl<K: PeerKey> Shared<K> {
                 let plan = plan(history(&st));
                 st.ejection_multiplier = plan.multiplier;
                 self.begin_ejection(t, &mut st, Some(plan.duration), EjectionCause::Outlier, now);
+                // Waiters for a probe slot of the old ejection have no timer: they must learn
+                // the new ejection's end (the old probe's outcome will wake nobody).
+                let waiters = std::mem::take(&mut st.admission_waiters);
+                drop(st);
+                wake(waiters);
                 return Ok(plan.duration);
             }
             Some(_) => return Err(EjectRefused::AlreadyEjected),

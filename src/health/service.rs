@@ -15,7 +15,7 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::policy::Mode;
 use crate::classify::Classify;
-use crate::peers::{Admission, EjectionCause, PeerKey, ProbePermit};
+use crate::peers::{Admission, EjectionCause, GateWaiter, PeerKey, ProbePermit};
 
 /// Times `poll_ready` asks again when a timer for the end of an ejection is already due,
 /// before it yields to the scheduler instead.
@@ -44,6 +44,9 @@ pub struct Health<S, K: PeerKey, C> {
     admitted: Admitted<K>,
     /// The timer for the end of an ejection, in [`Mode::Backpressure`]; made on first need.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Where the peer wakes this service when an ejection changes, in [`Mode::Backpressure`];
+    /// made on first need (a clone starts without, so cloning allocates nothing).
+    waiter: Option<Arc<GateWaiter>>,
 }
 
 /// What the last `poll_ready` decided for the next call.
@@ -68,6 +71,7 @@ impl<S, K: PeerKey, C> Health<S, K, C> {
             shared,
             admitted: Admitted::No,
             timer: None,
+            waiter: None,
         }
     }
 
@@ -95,8 +99,16 @@ impl<S, K: PeerKey, C> Health<S, K, C> {
     fn admit(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (mode, probes) = (self.shared.policy.mode(), self.shared.policy.probes());
         for _ in 0..MAX_ADMISSIONS_PER_POLL {
-            let waker = (mode == Mode::Backpressure).then(|| cx.waker());
-            match self.shared.peer.admit(probes, waker) {
+            let mut admission = self.shared.peer.admit(probes, None);
+            if let (Admission::Rejected { .. }, Mode::Backpressure) = (&admission, mode) {
+                // Asked again with somewhere to be woken: the answer and the registration are
+                // made under the peer's lock, so a change between the two asks is not missed.
+                // Only refusals get here: the happy path neither locks nor allocates.
+                let waiter = self.waiter.get_or_insert_with(Default::default);
+                waiter.set(cx.waker());
+                admission = self.shared.peer.admit(probes, Some(waiter));
+            }
+            match admission {
                 Admission::Open => self.admitted = Admitted::Open,
                 Admission::Probe(permit) => self.admitted = Admitted::Probe(permit),
                 Admission::Rejected { retry_at, cause } => match mode {

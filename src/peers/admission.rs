@@ -2,6 +2,8 @@
 //! ejected one, and why an ejection did not happen.
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -129,5 +131,53 @@ impl<K: PeerKey> Drop for ProbePermit<K> {
                 ProbeOutcome::<fn(EjectionHistory) -> EjectionPlan>::Released,
             );
         }
+    }
+}
+
+/// Where a service waiting at the health gate leaves its waker.
+///
+/// The peer keeps a weak reference per waiting service, not a waker per wait: a service that is
+/// dropped while it waits (its caller gave up) leaves a dead entry that is pruned as the list
+/// grows, so a long ejection cannot pile up the wakers of every task that ever waited.
+#[derive(Debug, Default)]
+pub(crate) struct GateWaiter(Mutex<Option<Waker>>);
+
+impl GateWaiter {
+    /// The task to wake next; replaces the one before.
+    pub(crate) fn set(&self, waker: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some(current) if current.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn wake(&self) {
+        let waker = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Adds `waiter` to a peer's list unless it is there, pruning the dead entries whenever the
+/// list would have to grow: the list stays within twice the live waiting services.
+pub(crate) fn register(waiters: &mut Vec<Weak<GateWaiter>>, waiter: &Arc<GateWaiter>) {
+    if waiters
+        .iter()
+        .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(waiter)))
+    {
+        return;
+    }
+    if waiters.len() == waiters.capacity() {
+        waiters.retain(|w| w.strong_count() > 0);
+    }
+    waiters.push(Arc::downgrade(waiter));
+}
+
+/// Wakes the services that are still there. Call with no lock held.
+pub(crate) fn wake_all(waiters: Vec<Weak<GateWaiter>>) {
+    for waiter in waiters.iter().filter_map(Weak::upgrade) {
+        waiter.wake();
     }
 }

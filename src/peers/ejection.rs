@@ -2,15 +2,15 @@
 //! and manual overrides. The policy (how long, after how many failures) is the health layer's;
 //! this file keeps the facts every layer and clone must agree on.
 
-use std::task::Waker;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::admission::{
-    Admission, EjectRefused, EjectionHistory, EjectionPlan, ProbeOutcome, ProbePermit,
+    Admission, EjectRefused, EjectionHistory, EjectionPlan, GateWaiter, ProbeOutcome, ProbePermit,
+    register, wake_all,
 };
-use super::ops::wake;
 use super::state::{EjectionCause, Override, PeerState};
 use super::tracker::{Ejection, Tracker, TrackerState};
 use super::{PeerHandle, PeerKey, Shared};
@@ -41,7 +41,7 @@ impl<K: PeerKey> Shared<K> {
                 // the new ejection's end (the old probe's outcome will wake nobody).
                 let waiters = std::mem::take(&mut st.admission_waiters);
                 drop(st);
-                wake(waiters);
+                wake_all(waiters);
                 return Ok(plan.duration);
             }
             Some(_) => return Err(EjectRefused::AlreadyEjected),
@@ -142,7 +142,7 @@ impl<K: PeerKey> Shared<K> {
                 self.new_generation(&mut st);
                 let waiters = std::mem::take(&mut st.admission_waiters);
                 drop(st);
-                wake(waiters);
+                wake_all(waiters);
             }
             (Override::Closed, Some(_)) => self.end_ejection(t, st, now),
             (Override::Automatic, Some(e)) if e.cause == EjectionCause::Manual => {
@@ -158,7 +158,7 @@ impl<K: PeerKey> Shared<K> {
         t: &Tracker<K>,
         handle: &PeerHandle<K>,
         probes: u32,
-        waker: Option<&Waker>,
+        waiter: Option<&Arc<GateWaiter>>,
     ) -> Admission<K> {
         let now = Instant::now();
         let mut st = t.lock();
@@ -170,10 +170,8 @@ impl<K: PeerKey> Shared<K> {
             st.probes_out += 1;
             return Admission::Probe(ProbePermit::new(handle.clone(), st.ejection_generation));
         }
-        if let Some(waker) = waker {
-            if !st.admission_waiters.iter().any(|w| w.will_wake(waker)) {
-                st.admission_waiters.push(waker.clone());
-            }
+        if let Some(waiter) = waiter {
+            register(&mut st.admission_waiters, waiter);
         }
         Admission::Rejected {
             retry_at: ejection.until.filter(|_| !time_is_over),
@@ -207,12 +205,12 @@ impl<K: PeerKey> Shared<K> {
                 self.begin_ejection(t, &mut st, Some(plan.duration), EjectionCause::Outlier, now);
                 let waiters = std::mem::take(&mut st.admission_waiters);
                 drop(st);
-                wake(waiters);
+                wake_all(waiters);
             }
             ProbeOutcome::Released => {
                 let waiters = std::mem::take(&mut st.admission_waiters);
                 drop(st);
-                wake(waiters);
+                wake_all(waiters);
             }
         }
     }
@@ -275,7 +273,7 @@ impl<K: PeerKey> Shared<K> {
         self.settle(t, &st, PeerState::Ejected, now);
         let waiters = std::mem::take(&mut st.admission_waiters);
         drop(st);
-        wake(waiters);
+        wake_all(waiters);
     }
 
     /// A new ejection (or its end): probes admitted before no longer count nor decide.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, advance};
 
-use super::admission::{Admission, EjectRefused, EjectionPlan};
+use super::admission::{Admission, EjectRefused, EjectionPlan, GateWaiter, register};
 use super::state::{EjectionCause, Override, PeerState};
 use super::{PeerHandle, Peers};
 use crate::event::{EventKind, SkipReason};
@@ -92,8 +92,10 @@ async fn probe_slots_open_when_the_time_is_over_and_are_counted() {
     // A released slot is free again, and the waiting task hears of it.
     let wakes = Arc::new(CountWakes::default());
     let waker = Waker::from(Arc::clone(&wakes));
+    let waiter = Arc::new(GateWaiter::default());
+    waiter.set(&waker);
     assert!(matches!(
-        peer.admit(2, Some(&waker)),
+        peer.admit(2, Some(&waiter)),
         Admission::Rejected { .. }
     ));
     drop(second);
@@ -227,4 +229,26 @@ async fn an_exhausted_peer_is_left_to_reconnect_but_can_be_forced_open() {
     assert_eq!(peer.state(), PeerState::Ejected);
     peer.set_override(Override::Automatic);
     assert_eq!(peer.state(), PeerState::Exhausted);
+}
+
+#[test]
+fn the_waiter_list_keeps_live_services_not_every_task_that_ever_waited() {
+    let mut list = Vec::new();
+    let live: Vec<Arc<GateWaiter>> = (0..4).map(|_| Arc::default()).collect();
+    for waiter in &live {
+        register(&mut list, waiter);
+        register(&mut list, waiter); // once each
+    }
+    assert_eq!(list.len(), 4);
+    // Ten thousand services that waited and were dropped (their callers gave up).
+    for _ in 0..10_000 {
+        let gone = Arc::new(GateWaiter::default());
+        register(&mut list, &gone);
+    }
+    assert!(
+        list.len() <= 2 * (live.len() + 1) + 8,
+        "{} entries",
+        list.len()
+    );
+    assert_eq!(list.iter().filter(|w| w.strong_count() > 0).count(), 4);
 }

@@ -2,12 +2,12 @@
 
 use std::fmt::{self, Display};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan};
+use super::admission::{Admission, EjectRefused, EjectionHistory, EjectionPlan, GateWaiter};
 use super::attempt::{Attempt, AttemptDenied};
 use super::report::PeerSnapshot;
 use super::state::{EjectionCause, Origin, Override, PeerState};
@@ -194,12 +194,12 @@ impl<K: PeerKey> PeerHandle<K> {
     }
 
     /// Whether a request may go to the peer now; see [`Admission`]. Lock-free for a peer that
-    /// is not ejected. A rejected caller's `waker` is woken when that may change.
-    pub(crate) fn admit(&self, probes: u32, waker: Option<&Waker>) -> Admission<K> {
+    /// is not ejected. A rejected caller's `waiter` is woken when that may change.
+    pub(crate) fn admit(&self, probes: u32, waiter: Option<&Arc<GateWaiter>>) -> Admission<K> {
         if !self.tracker.outcomes.is_ejected() {
             return Admission::Open;
         }
-        self.shared.admit(&self.tracker, self, probes, waker)
+        self.shared.admit(&self.tracker, self, probes, waiter)
     }
 
     /// An outlier ejection sized by `plan`, held back by the panic guard when `max_ejected`

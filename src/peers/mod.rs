@@ -70,7 +70,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub(crate) use admission::{Admission, EjectionHistory, EjectionPlan, ProbePermit};
+pub(crate) use admission::{Admission, EjectionHistory, EjectionPlan, GateWaiter, ProbePermit};
 pub use attempt::{Attempt, AttemptDenied, NextAttempt};
 pub use builder::PeersBuilder;
 pub use handle::PeerHandle;

@@ -2,11 +2,12 @@
 
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::task::Waker;
 
 use tokio::time::Instant;
 
+use super::admission::GateWaiter;
 use super::outcomes::Outcomes;
 use super::state::{EjectionCause, Origin, Override, PeerState};
 use crate::backoff::Schedule;
@@ -61,7 +62,7 @@ pub(crate) struct TrackerState {
     pub(crate) health_override: Override,
     pub(crate) skipped_ejections: u64,
     /// Tasks waiting for the ejection to end or a probe slot to free up.
-    pub(crate) admission_waiters: Vec<Waker>,
+    pub(crate) admission_waiters: Vec<Weak<GateWaiter>>,
 
     pub(crate) attempts: u64,
     pub(crate) retries: u64,

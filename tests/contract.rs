@@ -20,6 +20,8 @@
 //!
 //! Time is paused: the checks' minutes are virtual.
 
+#![cfg(feature = "http")]
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

@@ -7,6 +7,8 @@
 //! a cap. The clock is real here (never paused), so nothing asserts how fast things go: the
 //! timing bounds of scenario 1 are asserted in virtual time, in `tests/sim`.
 
+#![cfg(feature = "hyper")]
+
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "support/http_server.rs"]

@@ -5,6 +5,8 @@
 //! (default 8); a failure names its seed, and `REDIAL_SIM_SEED=N` replays that seed alone,
 //! event for event. turmoil is named only in `sim/harness`.
 
+#![cfg(feature = "hyper")]
+
 #[path = "sim/crash_restart.rs"]
 mod crash_restart;
 #[path = "sim/harness/mod.rs"]

@@ -32,7 +32,7 @@ use redial::retry::Budget;
 use crate::harness::net::{Connector, Target};
 use crate::harness::record::{Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
-use crate::harness::sweep::Run;
+use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{Fault, Settings, World, now, when};
 use crate::stack::{self, Knobs, Layers, Lcg, Outcome, assert_accounted, tally};
 
@@ -137,6 +137,7 @@ pub fn run(seed: u64) -> Run {
         .run()
         .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
     let seen = seen.take();
+    show_trace(&seen.run.trace);
     let outcomes = &seen.outcomes;
     let summary = tally(outcomes);
     assert_eq!(seen.lagged, 0, "the recorder lost events");

@@ -26,7 +26,7 @@ use crate::harness::http::HttpConnect;
 use crate::harness::net::{Connector, Target};
 use crate::harness::record::{Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
-use crate::harness::sweep::Run;
+use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{Fault, Settings, World, now};
 use crate::stack::{self, Knobs, Layers, Outcome, assert_accounted, tally};
 
@@ -160,6 +160,7 @@ pub fn run(seed: u64) -> Run {
         .run()
         .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
     let seen = seen.take();
+    show_trace(&seen.run.trace);
     assert_eq!(seen.lagged, 0, "the recorder lost events");
     assert_accounted(&seen.redial, knobs.deadline());
 

@@ -22,7 +22,7 @@ use redial::retry::Budget;
 use crate::harness::net::Target;
 use crate::harness::record::{Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
-use crate::harness::sweep::Run;
+use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{Fault, Settings, World, now, when};
 use crate::stack::{self, Ended, Knobs, Outcome, assert_accounted, tally};
 
@@ -115,11 +115,7 @@ pub fn run(seed: u64) -> Run {
     let applied = world
         .run()
         .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
-    if std::env::var("SIM_DEBUG").is_ok() {
-        for line in &seen.borrow().run.trace {
-            eprintln!("{line}");
-        }
-    }
+    show_trace(&seen.borrow().run.trace);
     let seen = seen.take();
     let outcomes = &seen.outcomes;
     let summary = tally(outcomes);

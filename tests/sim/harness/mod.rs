@@ -10,6 +10,16 @@
 //! - [`record`]: the event recorder behind trace comparison and "sometimes" coverage;
 //! - [`sweep`]: the seed sweep (`REDIAL_SIM_SEEDS`, `REDIAL_SIM_SEED`).
 //!
+//! How turmoil's faults look to a client (which the scenarios' bounds rely on):
+//! - a crashed host receives nothing: a connect to it hangs (its SYN waits undelivered) until
+//!   the client's connect timeout, as with a dead machine; open connections get a FIN when the
+//!   host's software is dropped;
+//! - a partition drops every message, SYNs included, and turmoil then refuses the connect at
+//!   once; data in flight is lost, and a TCP stream with a hole stalls for good (no
+//!   retransmission), so only timeouts end it;
+//! - a link's fail rate breaks the link on a message with that probability, dropping what is
+//!   in flight on it, with the same stalls.
+//!
 //! Time inside the simulation is turmoil's: every host runs a paused tokio runtime that turmoil
 //! advances one tick (1 ms) at a time, so tokio's timers (and redial's, which read only tokio's
 //! clock) are virtual. Never combine it with `start_paused`.

@@ -2,7 +2,9 @@
 //! replayed alone.
 //!
 //! - `REDIAL_SIM_SEEDS=N` runs seeds `0..N` (default 8, what CI runs);
-//! - `REDIAL_SIM_SEED=S` runs seed `S` only (a replay).
+//! - `REDIAL_SIM_SEED=S` runs seed `S` only (a replay);
+//! - `REDIAL_SIM_TRACE=1` prints each run's event trace before its assertions (with
+//!   `--nocapture`), to see what a failing seed did.
 //!
 //! The seed goes to turmoil's network randomness and to redial's (`Peers::builder().seed`,
 //! `RetryLayer::builder().seed`), so a rerun of one seed repeats the run event for event.
@@ -61,4 +63,13 @@ pub fn sweep(name: &str, scenario: fn(u64) -> Run) -> Result<Coverage, String> {
         }
     }
     Ok(coverage)
+}
+
+/// Prints `trace` when `REDIAL_SIM_TRACE` is set; scenarios call it before they assert.
+pub fn show_trace(trace: &[String]) {
+    if std::env::var_os("REDIAL_SIM_TRACE").is_some() {
+        for line in trace {
+            eprintln!("{line}");
+        }
+    }
 }

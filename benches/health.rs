@@ -59,7 +59,10 @@ fn health_with_window(bencher: Bencher) {
         .success_rate(0.8, Duration::from_secs(30), 10)
         .build()
         .expect("valid config");
-    bench_calls(bencher, policy.layer(peers.peer("echo").expect("room")).layer(Echo));
+    bench_calls(
+        bencher,
+        policy.layer(peers.peer("echo").expect("room")).layer(Echo),
+    );
 }
 
 /// The peer is ejected: `poll_ready` is ready at once without polling the inner service, and

@@ -118,7 +118,7 @@ where
     K: PeerKey,
     F: FnMut(&PeerHandle<K>) -> S,
 {
-    /// A discover over `handles` with the default settings (see [`HealthDiscoverBuilder`]),
+    /// A discover over `handles` with the default settings (see [`HealthDiscoverBuilder`](super::HealthDiscoverBuilder)),
     /// making each peer's service with `make`. `peers` is the table the handles come from.
     pub fn new(
         peers: &Peers<K>,

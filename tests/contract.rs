@@ -34,6 +34,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use redial::backoff::{Backoff, Jitter};
+use redial::health::balance::FailFastLayer;
+use redial::health::{HealthLayer, HealthPolicy, Mode as HealthMode};
 use redial::peers::Peers;
 use redial::reconnect::ReconnectLayer;
 use redial::reconnect::connector::ConnectLayer;
@@ -344,10 +346,34 @@ const ROWS: &[Row] = &[
                 .layer(connector),
         ))
     }),
-    // TODO(lead): `HealthLayer` alone, `retry > health > reconnect`, and the balance wrapper
-    // (p2c over the health `Discover`, with the NoHealthyPeers fail-fast) belong here, one row
-    // each, once issue #5 lands.
+    ("health", |p| Svc::new(health(ProbeOf::<u32>::new(p)))),
+    ("retry > health > reconnect", |p| {
+        Svc::new(retry(health(reconnect(p, &peers()))))
+    }),
+    ("fail_fast > health", |p| {
+        Svc::new(FailFastLayer::new(SEC).layer(health(ProbeOf::<u32>::new(p))))
+    }),
+    // Not here: tower's p2c `Balance` over the health `Discover`, which is not `Clone`; the
+    // balance suites (tests/health_discover.rs) run the same probes against it.
 ];
+
+/// The health layer over `inner`, in backpressure mode (the mode that pends).
+fn health<S>(
+    inner: S,
+) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone + Send + 'static
+where
+    S: Service<u32, Response = u32> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    let policy = HealthPolicy::builder()
+        .mode(HealthMode::Backpressure)
+        .build()
+        .unwrap();
+    HealthLayer::new(peers().add_static("health").unwrap(), policy)
+        .layer(inner)
+        .map_err(BoxError::from)
+}
 
 /// A connector whose connections are services built by connecting through `S` once per
 /// request: adapts a connector row (`u32 -> u32`) into a `MakeService` for a reconnect row.

@@ -2,7 +2,7 @@
 //! and manual overrides. The policy (how long, after how many failures) is the health layer's;
 //! this file keeps the facts every layer and clone must agree on.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -34,15 +34,11 @@ impl<K: PeerKey> Shared<K> {
         let before = st.public_state();
         match st.ejection {
             Some(e) if extend && e.cause == EjectionCause::Outlier => {
-                let plan = plan(history(&st));
-                st.ejection_multiplier = plan.multiplier;
-                self.begin_ejection(t, &mut st, Some(plan.duration), EjectionCause::Outlier, now);
+                let duration = self.eject_as_planned(t, &mut st, plan, now);
                 // Waiters for a probe slot of the old ejection have no timer: they must learn
                 // the new ejection's end (the old probe's outcome will wake nobody).
-                let waiters = std::mem::take(&mut st.admission_waiters);
-                drop(st);
-                wake_all(waiters);
-                return Ok(plan.duration);
+                unlock_and_wake(st);
+                return Ok(duration);
             }
             Some(_) => return Err(EjectRefused::AlreadyEjected),
             None => {}
@@ -63,11 +59,9 @@ impl<K: PeerKey> Shared<K> {
                 return Err(EjectRefused::PanicGuard);
             }
         }
-        let plan = plan(history(&st));
-        st.ejection_multiplier = plan.multiplier;
-        self.begin_ejection(t, &mut st, Some(plan.duration), EjectionCause::Outlier, now);
+        let duration = self.eject_as_planned(t, &mut st, plan, now);
         self.settle_locked(t, &st, before, now, &mut registry);
-        Ok(plan.duration)
+        Ok(duration)
     }
 
     /// An active check found the peer down: ejected until the check says otherwise. An outlier
@@ -140,9 +134,7 @@ impl<K: PeerKey> Shared<K> {
                     cause: EjectionCause::Manual,
                 });
                 self.new_generation(&mut st);
-                let waiters = std::mem::take(&mut st.admission_waiters);
-                drop(st);
-                wake_all(waiters);
+                unlock_and_wake(st);
             }
             (Override::Closed, Some(_)) => self.end_ejection(t, st, now),
             (Override::Automatic, Some(e)) if e.cause == EjectionCause::Manual => {
@@ -200,18 +192,10 @@ impl<K: PeerKey> Shared<K> {
                 self.end_ejection(t, st, now);
             }
             ProbeOutcome::Failed(plan) => {
-                let plan = plan(history(&st));
-                st.ejection_multiplier = plan.multiplier;
-                self.begin_ejection(t, &mut st, Some(plan.duration), EjectionCause::Outlier, now);
-                let waiters = std::mem::take(&mut st.admission_waiters);
-                drop(st);
-                wake_all(waiters);
+                self.eject_as_planned(t, &mut st, plan, now);
+                unlock_and_wake(st);
             }
-            ProbeOutcome::Released => {
-                let waiters = std::mem::take(&mut st.admission_waiters);
-                drop(st);
-                wake_all(waiters);
-            }
+            ProbeOutcome::Released => unlock_and_wake(st),
         }
     }
 
@@ -258,12 +242,7 @@ impl<K: PeerKey> Shared<K> {
         );
     }
 
-    fn end_ejection(
-        &self,
-        t: &Tracker<K>,
-        mut st: std::sync::MutexGuard<'_, TrackerState>,
-        now: Instant,
-    ) {
+    fn end_ejection(&self, t: &Tracker<K>, mut st: MutexGuard<'_, TrackerState>, now: Instant) {
         st.ejection = None;
         st.restored_at = Some(now);
         self.new_generation(&mut st);
@@ -271,9 +250,22 @@ impl<K: PeerKey> Shared<K> {
         t.outcomes.clear_health_failures();
         self.events.publish(&t.key, now, EventKind::Restored);
         self.settle(t, &st, PeerState::Ejected, now);
-        let waiters = std::mem::take(&mut st.admission_waiters);
-        drop(st);
-        wake_all(waiters);
+        unlock_and_wake(st);
+    }
+
+    /// An outlier ejection for as long as the health policy's `plan` says, from the peer's
+    /// history; returns that length.
+    fn eject_as_planned(
+        &self,
+        t: &Tracker<K>,
+        st: &mut TrackerState,
+        plan: impl FnOnce(EjectionHistory) -> EjectionPlan,
+        now: Instant,
+    ) -> Duration {
+        let plan = plan(history(st));
+        st.ejection_multiplier = plan.multiplier;
+        self.begin_ejection(t, st, Some(plan.duration), EjectionCause::Outlier, now);
+        plan.duration
     }
 
     /// A new ejection (or its end): probes admitted before no longer count nor decide.
@@ -281,6 +273,14 @@ impl<K: PeerKey> Shared<K> {
         st.ejection_generation = st.ejection_generation.wrapping_add(1);
         st.probes_out = 0;
     }
+}
+
+/// Releases the peer's lock, then wakes the services waiting at its gate: the ejection they
+/// waited on changed. Wakers run arbitrary code, which must not find the peer locked.
+fn unlock_and_wake(mut st: MutexGuard<'_, TrackerState>) {
+    let waiters = std::mem::take(&mut st.admission_waiters);
+    drop(st);
+    wake_all(waiters);
 }
 
 fn history(st: &TrackerState) -> EjectionHistory {

@@ -147,6 +147,15 @@ impl Error for HealthError {
     }
 }
 
+/// Whether `error` is a health layer's refusal, bare or in its [`HealthError`]: the call was
+/// not sent.
+pub(crate) fn is_refusal(error: &(dyn Error + 'static)) -> bool {
+    error.is::<Ejected>()
+        || error
+            .downcast_ref::<HealthError>()
+            .is_some_and(HealthError::is_ejected)
+}
+
 impl From<Ejected> for HealthError {
     fn from(ejected: Ejected) -> Self {
         HealthError::Ejected(ejected)

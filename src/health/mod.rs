@@ -132,6 +132,7 @@ mod window;
 pub mod balance;
 pub mod check;
 
+pub(crate) use error::is_refusal;
 pub use error::{Ejected, HealthError};
 pub use future::ResponseFuture;
 pub use layer::HealthLayer;

@@ -15,7 +15,7 @@ use super::track::TrackPeer;
 use crate::backoff::Schedule;
 use crate::error::Chain;
 use crate::event::NotRetriedReason;
-use crate::health::{Ejected, HealthError};
+use crate::health::is_refusal;
 use crate::peers::{PeerHandle, PeerKey};
 use crate::reconnect::{ConnectTimeout, Exhausted, Unavailable};
 use crate::time::deadline;
@@ -156,10 +156,7 @@ fn recorded_below(error: &(dyn Error + 'static)) -> bool {
         if error.is::<Unavailable>()
             || error.is::<Exhausted>()
             || error.is::<ConnectTimeout>()
-            || error.is::<Ejected>()
-            || error
-                .downcast_ref::<HealthError>()
-                .is_some_and(HealthError::is_ejected)
+            || is_refusal(error)
         {
             return true;
         }

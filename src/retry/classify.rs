@@ -6,7 +6,7 @@ use std::io;
 use tower::BoxError;
 
 pub use crate::classify::{Classify, Decision};
-use crate::health::{Ejected, HealthError};
+use crate::health::is_refusal;
 use crate::reconnect::{ConnectTimeout, Unavailable};
 
 /// A classifier from a closure, for requests that are replayed by cloning them: what
@@ -87,7 +87,7 @@ pub trait Replay<Req> {
 /// | found | decision |
 /// |---|---|
 /// | redial's [`Unavailable`] (failing fast, peer down) or [`ConnectTimeout`] | `Transparent` |
-/// | redial's [`Ejected`] (the health layer refused the call: the peer is ejected) | `Transparent` |
+/// | redial's [`Ejected`](crate::health::Ejected) (the health layer refused the call: the peer is ejected) | `Transparent` |
 /// | redial's [`NoHealthyPeers`](crate::health::balance::NoHealthyPeers) (a balanced stack failed fast) | `Transparent` |
 /// | `io::Error` `ConnectionRefused`, `AddrNotAvailable` | `Transparent` |
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
@@ -136,11 +136,7 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
         if error.is::<ConnectTimeout>() {
             return Decision::transparent("connect timeout");
         }
-        if error.is::<Ejected>()
-            || error
-                .downcast_ref::<HealthError>()
-                .is_some_and(HealthError::is_ejected)
-        {
+        if is_refusal(error) {
             // The health layer refused the call: nothing was sent. Under a balancer the retry
             // goes to another peer.
             return Decision::transparent("ejected");

@@ -11,8 +11,8 @@ use std::time::Duration;
 use redial::ConfigErrorKind;
 use redial::backoff::{Backoff, Jitter};
 use redial::peers::{PeerSnapshot, PeerState, Peers};
-use redial::reconnect::ReconnectLayer;
 use redial::reconnect::connector::{ConnectLayer, FixedKey};
+use redial::reconnect::{ReconnectLayer, Unavailable};
 use tokio::time::advance;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -210,5 +210,112 @@ async fn a_probe_left_behind_by_an_unpolled_service_is_taken_over_after_its_time
         peer.state(),
         PeerState::Connected,
         "the stale attempt's drop changes nothing"
+    );
+}
+
+/// A service past its fail-fast window that starts the probe turns ready to fail its caller at
+/// once, and its caller may not poll it again soon: tower's `Retry` retries on a clone. The clone
+/// must drive the probe its original left, not wait at the gate for the probe's deadline (found
+/// by the simulation: under retry, every probe ran out its connect timeout).
+#[tokio::test(start_paused = true)]
+async fn a_probe_left_by_a_service_failing_fast_is_driven_by_its_clone() {
+    let peers: Peers<Key> = Peers::builder().backoff(exact(None)).build().unwrap();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&dials);
+    // Refused at 0, 100 and 300 ms; the attempt at 700 ms takes 200 ms to connect.
+    let connector = service_fn(move |_: ()| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0..3 => return Err(io::Error::from(io::ErrorKind::ConnectionRefused)),
+                3 => tokio::time::sleep(200 * MS).await,
+                _ => {}
+            }
+            Ok::<_, io::Error>(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }))
+        }
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(Some(300 * MS))
+        .stagger(Duration::ZERO)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut original = layer.layer(connector);
+    original.ready().await.unwrap();
+    assert_eq!(start.elapsed(), 300 * MS);
+    let error = original.call(1).await.unwrap_err();
+    assert!(error.is::<Unavailable>(), "{error}");
+
+    tokio::time::sleep_until(start + 700 * MS).await;
+    original.ready().await.unwrap();
+    assert_eq!(start.elapsed(), 700 * MS, "fails fast while the probe runs");
+    assert_eq!(dials.load(Ordering::SeqCst), 4);
+    assert_eq!(peer.state(), PeerState::Connecting);
+    assert!(original.call(1).await.unwrap_err().is::<Unavailable>());
+
+    let mut retry = original.clone();
+    let reply = tokio::time::timeout(10 * SEC, async { retry.ready().await?.call(7).await })
+        .await
+        .expect("the clone gets ready")
+        .unwrap();
+    assert_eq!(reply, 7);
+    assert_eq!(start.elapsed(), 900 * MS, "ready when the probe connects");
+    assert_eq!(
+        dials.load(Ordering::SeqCst),
+        4,
+        "the clone made no dial of its own"
+    );
+    let snapshot = peer.snapshot();
+    assert_eq!(snapshot.failures, 3, "no abandoned probe: {snapshot:?}");
+    assert_eq!(peer.state(), PeerState::Connected);
+
+    // The original finds nothing left to take and connects beside its clone.
+    drop(retry);
+    original.ready().await.unwrap();
+    assert_eq!(original.call(8).await.unwrap(), 8);
+    assert_eq!(dials.load(Ordering::SeqCst), 5);
+}
+
+/// A clone already waiting at the gate is woken when its original leaves the probe, and takes
+/// it on at once: it is ready when the connect completes, not at its own next timer.
+#[tokio::test(start_paused = true)]
+async fn a_clone_waiting_at_the_gate_takes_over_the_probe_its_original_leaves() {
+    let peers: Peers<Key> = Peers::builder().backoff(exact(None)).build().unwrap();
+    // The first attempt takes 305 ms to connect.
+    let connector = service_fn(move |_: ()| async move {
+        tokio::time::sleep(305 * MS).await;
+        Ok::<_, io::Error>(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }))
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(Some(300 * MS))
+        .stagger(Duration::ZERO)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut original = layer.layer(connector);
+    let mut clone = original.clone();
+    // The original takes the probe; the clone, 10 ms later, waits for it (its window ends at
+    // 310 ms).
+    let _ = tokio::time::timeout(MS, original.ready()).await;
+    tokio::time::sleep(9 * MS).await;
+    let waiting = tokio::spawn(async move {
+        clone.ready().await?;
+        let at = tokio::time::Instant::now();
+        clone.call(7).await.map(|r| (r, at))
+    });
+    // At 300 ms the original fails fast and leaves the probe to the family.
+    tokio::time::sleep_until(start + 300 * MS).await;
+    original.ready().await.unwrap();
+    assert!(original.call(1).await.unwrap_err().is::<Unavailable>());
+    let (reply, at) = waiting.await.unwrap().unwrap();
+    assert_eq!(reply, 7);
+    assert_eq!(
+        at - start,
+        305 * MS,
+        "the clone drove the probe from 300 ms"
     );
 }

@@ -111,6 +111,12 @@ impl<K: PeerKey> PeerHandle<K> {
         st.probe_deadline.filter(|_| st.probe_in_flight)
     }
 
+    /// Wakes the tasks waiting for the probe in flight, without ending it: its owner stopped
+    /// driving it and left it for one of them to take over.
+    pub(crate) fn wake_attempt_waiters(&self) {
+        self.shared.wake_probe_waiters(&self.tracker);
+    }
+
     /// `Ready` once no probe of this peer is under way; otherwise arranges for the task to be
     /// woken when the probe in flight ends, however it ends.
     pub fn poll_attempt_finished(&self, cx: &mut Context<'_>) -> Poll<()> {

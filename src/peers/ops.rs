@@ -365,6 +365,11 @@ impl<K: PeerKey> Shared<K> {
         self.settle(t, &st, before, now);
     }
 
+    pub(super) fn wake_probe_waiters(&self, t: &Tracker<K>) {
+        let waiters = t.lock().take_waiters();
+        wake(waiters);
+    }
+
     pub(super) fn poll_probe_done(&self, t: &Tracker<K>, cx: &mut Context<'_>) -> Poll<()> {
         let mut st = t.lock();
         if !st.probe_in_flight {

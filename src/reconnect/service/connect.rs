@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::{BoxError, Service};
 
+use super::handover::ConnectAttempt;
 use super::{Readiness, Reconnect, State};
 use crate::error::Chain;
 use crate::peers::{AttemptDenied, NextAttempt, PeerKey, PeerState};
@@ -47,6 +48,12 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Result<Step, Poll<Result<(), BoxError>>> {
+        if let Some(left) = self.handover.take() {
+            // Before anything else: the gate is held by this attempt, which only the family
+            // can finish.
+            self.state = State::Connecting(left);
+            return Ok(Step::Again);
+        }
         let now = Instant::now();
         if self.following {
             self.following = false;
@@ -64,11 +71,11 @@ where
         let attempt_deadline = deadline(now, self.settings.connect_timeout);
         match self.peer.try_begin_attempt_until(attempt_deadline) {
             Ok(attempt) => {
-                self.state = State::Connecting {
+                self.state = State::Connecting(ConnectAttempt {
                     attempt,
                     future: None,
                     deadline: attempt_deadline,
-                };
+                });
                 Ok(Step::Again)
             }
             Err(AttemptDenied::Backoff { until }) => Ok(Step::Wait(until)),
@@ -102,11 +109,11 @@ where
 
     /// Drives the connect attempt under way.
     pub(super) fn connect(&mut self, cx: &mut Context<'_>) -> Step {
-        let State::Connecting {
+        let State::Connecting(ConnectAttempt {
             attempt,
             future,
             deadline,
-        } = &mut self.state
+        }) = &mut self.state
         else {
             return Step::Again;
         };
@@ -140,7 +147,7 @@ where
         };
         match outcome {
             Ok(service) => {
-                if let State::Connecting { attempt, .. } =
+                if let State::Connecting(ConnectAttempt { attempt, .. }) =
                     mem::replace(&mut self.state, State::Idle)
                 {
                     attempt.succeeded();
@@ -161,7 +168,9 @@ where
     }
 
     fn failed(&mut self, error: BoxError) -> Step {
-        let State::Connecting { attempt, .. } = mem::replace(&mut self.state, State::Idle) else {
+        let State::Connecting(ConnectAttempt { attempt, .. }) =
+            mem::replace(&mut self.state, State::Idle)
+        else {
             return Step::Again;
         };
         match attempt.failed(&Chain(&*error)) {

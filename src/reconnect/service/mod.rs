@@ -13,15 +13,17 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::{BoxError, Service};
 
 mod connect;
+mod handover;
 
 use connect::{MAX_STEPS_PER_POLL, Step};
+use handover::{ConnectAttempt, Handover};
 
 use super::builder::Settings;
 use super::connection::OpenConnection;
 use super::future::{CallReport, ResponseFuture};
 use super::{Exhausted, NotReady, Unavailable};
 use crate::error::Chain;
-use crate::peers::{Attempt, PeerHandle, PeerKey};
+use crate::peers::{PeerHandle, PeerKey};
 use crate::rng;
 use crate::time::deadline;
 
@@ -47,6 +49,11 @@ use crate::time::deadline;
 /// backoff schedule and its single-flight gate, with the original. It owns its own connector,
 /// connection, timers and fail-fast clock. A clone starts without a connection and is not ready
 /// until polled: calling it first fails with [`NotReady`].
+///
+/// A service that turns ready to fail fast while its connect attempt is still under way leaves
+/// the attempt to its family (itself and its clones): whichever polls next drives it on. A
+/// retry made on a clone (as tower's `Retry` does) therefore finishes the connect its original
+/// started, rather than waiting at the peer's gate for an attempt nobody drives.
 pub struct Reconnect<M, T, K>
 where
     M: Service<T>,
@@ -58,6 +65,8 @@ where
     label: Arc<str>,
     settings: Arc<Settings>,
     state: State<M::Future, M::Response, K>,
+    /// Where an attempt this service stopped driving waits for the next member of its family.
+    handover: Handover<M::Future, K>,
     ready: Readiness,
     timer: Option<Pin<Box<Sleep>>>,
     /// Since when this service has had no usable connection; the fail-fast clock.
@@ -70,12 +79,7 @@ where
 
 enum State<F, S, K: PeerKey> {
     Idle,
-    Connecting {
-        attempt: Attempt<K>,
-        /// `None` until the connector is ready to be called.
-        future: Option<Pin<Box<F>>>,
-        deadline: Instant,
-    },
+    Connecting(ConnectAttempt<F, K>),
     Connected {
         service: S,
         connection: OpenConnection<K>,
@@ -104,6 +108,18 @@ where
         settings: Arc<Settings>,
     ) -> Self {
         let label: Arc<str> = Arc::from(format!("{:?}", peer.key()));
+        Self::member(connector, target, peer, settings, label, Handover::new())
+    }
+
+    /// A service of a family: the first, or a clone sharing its label and handover.
+    fn member(
+        connector: M,
+        target: T,
+        peer: PeerHandle<K>,
+        settings: Arc<Settings>,
+        label: Arc<str>,
+        handover: Handover<M::Future, K>,
+    ) -> Self {
         let rng = rng::generator(peer.derive_seed());
         Self {
             connector,
@@ -112,6 +128,7 @@ where
             label,
             settings,
             state: State::Idle,
+            handover,
             ready: Readiness::NotPolled,
             timer: None,
             down_since: None,
@@ -159,6 +176,7 @@ where
         if let Some(window) = self.settings.fail_fast {
             let at = deadline(since, window);
             if now >= at {
+                self.leave_attempt();
                 self.ready = Readiness::Unavailable;
                 return Poll::Ready(Ok(()));
             }
@@ -168,6 +186,16 @@ where
             self.arm(cx, at);
         }
         Poll::Pending
+    }
+
+    /// This service is about to fail its caller fast and may not be polled again for a while:
+    /// an attempt under way goes to the family, so that the next member to poll drives it.
+    fn leave_attempt(&mut self) {
+        if let State::Connecting(attempt) = mem::replace(&mut self.state, State::Idle) {
+            if let Err(attempt) = self.handover.leave(attempt) {
+                self.state = State::Connecting(attempt);
+            }
+        }
     }
 
     /// Arms the one timer for `at` and registers the task with it.
@@ -299,11 +327,13 @@ where
     K: PeerKey,
 {
     fn clone(&self) -> Self {
-        Self::new(
+        Self::member(
             self.connector.clone(),
             self.target.clone(),
             self.peer.clone(),
             Arc::clone(&self.settings),
+            Arc::clone(&self.label),
+            self.handover.share(),
         )
     }
 }

@@ -1,7 +1,8 @@
 //! The client side every scenario shares: the redial stack over the simulated connector, the
 //! baseline without redial, and a load loop that accounts for every request.
 //!
-//! Stack, outermost first (DESIGN §2 without balance and health, which arrive with issue #5):
+//! Stack, outermost first (DESIGN §2 for one peer; the stack over several peers, with balance
+//! and health, is in `balanced.rs`):
 //! `tower::timeout` → `RetryLayer` (HttpClassifier) → `ReconnectLayer` → `HttpConnect` (hyper
 //! HTTP/1) → the simulated TCP connector.
 
@@ -11,6 +12,8 @@ use std::time::Duration;
 
 use http::Method;
 use redial::backoff::{Backoff, Jitter};
+use redial::health::HealthError;
+use redial::health::balance::NoHealthyPeers;
 use redial::peers::{PeerHandle, Peers};
 use redial::reconnect::{
     ConnectTimeout, Exhausted, NotReady, Reconnect, ReconnectLayer, Unavailable,
@@ -211,6 +214,10 @@ pub fn error_type(error: &(dyn StdError + 'static)) -> Option<&'static str> {
             "connect_timeout"
         } else if error.is::<NotReady>() {
             "not_ready"
+        } else if error.is::<NoHealthyPeers>() {
+            "no_healthy_peers"
+        } else if error.is::<HealthError>() {
+            "ejected"
         } else if error.is::<hyper::Error>() {
             "hyper"
         } else if error.is::<io::Error>() {

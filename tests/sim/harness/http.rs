@@ -2,8 +2,11 @@
 //! [`HttpConn`] per connect, so it is the `MakeService` a `ReconnectLayer` (or tower's own
 //! `Reconnect`) wraps.
 
+use std::cell::Cell;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -72,16 +75,25 @@ where
             tokio::task::spawn_local(async move {
                 let _ = connection.await;
             });
-            Ok(HttpConn { sender })
+            Ok(HttpConn {
+                sender,
+                abandoned: Rc::default(),
+            })
         })
     }
 }
 
 /// One HTTP/1 connection as a tower service: ready when hyper can take a request, failing
 /// `poll_ready` once the connection is closed.
+///
+/// HTTP/1 cannot cancel a request: once a caller drops a response future (a timeout above),
+/// the connection waits for that response before it takes another, and under a partition it
+/// never comes. Like hyper-util's pool, the connection is then given up: `poll_ready` fails
+/// with `ConnectionAborted`, which redial's reconnect layer takes as a broken connection.
 #[derive(Debug)]
 pub struct HttpConn {
     sender: SendRequest<Full<Bytes>>,
+    abandoned: Rc<Cell<bool>>,
 }
 
 impl Service<Req> for HttpConn {
@@ -90,16 +102,49 @@ impl Service<Req> for HttpConn {
     type Future = Pin<Box<dyn Future<Output = Result<Res, BoxError>>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.abandoned.get() {
+            let abandoned = "a request on this HTTP/1 connection was abandoned mid-flight";
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                abandoned,
+            )
+            .into()));
+        }
         self.sender.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
         let response = self.sender.send_request(request);
+        let abandoned = Abandoned(Some(Rc::clone(&self.abandoned)));
         Box::pin(async move {
-            let (head, body) = response.await?.into_parts();
-            let body = body.collect().await?.to_bytes();
-            Ok(Response::from_parts(head, body))
+            let exchange = async {
+                let (head, body) = response.await?.into_parts();
+                let body = body.collect().await?.to_bytes();
+                Ok::<_, hyper::Error>(Response::from_parts(head, body))
+            };
+            let result = exchange.await;
+            abandoned.defuse();
+            Ok(result?)
         })
+    }
+}
+
+/// Marks its connection abandoned when dropped before [`defuse`](Abandoned::defuse): the
+/// response future was dropped with the exchange under way. An exchange that failed leaves it
+/// to hyper to report the connection's state.
+struct Abandoned(Option<Rc<Cell<bool>>>);
+
+impl Abandoned {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0.take() {
+            flag.set(true);
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! - [`net`]: a turmoil TCP connector as a tower `Service<Target>`, so redial's layers run over
 //!   it unchanged;
 //! - [`http`]: hyper's HTTP/1 client over any such connector, and the request helpers;
-//! - [`server`]: a simulated HTTP server host that counts what it receives;
+//! - [`server`]: a simulated HTTP server host that counts what it receives, and can turn into a
+//!   black hole;
+//! - [`local_buffer`]: tower's `Buffer` for a single-threaded host;
 //! - [`record`]: the event recorder behind trace comparison and "sometimes" coverage;
 //! - [`sweep`]: the seed sweep (`REDIAL_SIM_SEEDS`, `REDIAL_SIM_SEED`).
 //!
@@ -27,6 +29,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod local_buffer;
 pub mod net;
 pub mod record;
 pub mod server;

@@ -47,6 +47,8 @@ pub struct Connector {
 pub struct Dial {
     /// When it started.
     pub at: Duration,
+    /// The host it was to.
+    pub host: &'static str,
     /// Whether it connected.
     pub ok: bool,
     /// The tag of the connector that made it (e.g. which client).
@@ -89,6 +91,7 @@ impl tower::Service<Target> for Connector {
             let result = TcpStream::connect((target.host, target.port)).await;
             log.borrow_mut().push(Dial {
                 at,
+                host: target.host,
                 ok: result.is_ok(),
                 tag,
             });

@@ -47,7 +47,7 @@ pub struct Seen {
     pub at: Duration,
     pub method: Method,
     pub id: Option<u64>,
-    /// The status it was answered with (`503` when shed).
+    /// The status it was answered with (`503` when shed, `0` when held by a black hole).
     pub status: u16,
 }
 
@@ -77,6 +77,9 @@ impl Counters {
 pub struct Server {
     pub behaviour: Behaviour,
     pub counters: Rc<Counters>,
+    /// While set, the server is a black hole: it accepts connections and reads requests, and
+    /// never answers. Shared with the test, which flips it at scheduled instants.
+    pub black_hole: Rc<Cell<bool>>,
 }
 
 impl Server {
@@ -84,6 +87,7 @@ impl Server {
         Self {
             behaviour,
             counters: Rc::default(),
+            black_hole: Rc::default(),
         }
     }
 
@@ -116,6 +120,7 @@ impl Server {
             .behaviour
             .capacity
             .is_some_and(|capacity| counters.in_flight.get() >= capacity);
+        let held = self.black_hole.get();
         let status = if full {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -125,8 +130,11 @@ impl Server {
             at,
             method,
             id,
-            status: status.as_u16(),
+            status: if held { 0 } else { status.as_u16() },
         });
+        if held {
+            std::future::pending::<()>().await;
+        }
         if full {
             return Ok(reply(status));
         }

@@ -8,6 +8,10 @@
 //!   new and open connections alike;
 //! - [`bandwidth`](FaultProxy::bandwidth): forward at most this many bytes per second.
 //!
+//! With [`record_arrivals`](FaultProxy::record_arrivals) on, it notes when each chunk a client
+//! sent reached it, forwarded or swallowed: requests that reach a black hole are counted here,
+//! since none reaches the server.
+//!
 //! Nothing leaves 127.0.0.1: it listens there and forwards to an upstream there. Its tasks end
 //! with the proxy: dropping it aborts the accept loop and every connection.
 //!
@@ -25,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 /// What the proxy does now; connections read it as they forward.
 #[derive(Debug, Default)]
@@ -35,6 +40,19 @@ struct Control {
     bandwidth: AtomicU64,
     accepted: AtomicUsize,
     open: AtomicUsize,
+    recording: AtomicBool,
+    /// When each chunk from a client arrived, while `recording`.
+    arrivals: Mutex<Vec<Instant>>,
+}
+
+impl Control {
+    /// Notes a chunk from a client, if recording.
+    fn arrived(&self) {
+        if self.recording.load(Ordering::SeqCst) {
+            let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            arrivals.push(Instant::now());
+        }
+    }
 }
 
 /// A fault-injecting proxy from a port of 127.0.0.1 to `upstream`.
@@ -141,6 +159,19 @@ impl FaultProxy {
         self.control.bandwidth.store(rate, Ordering::SeqCst);
     }
 
+    /// While on, notes when each chunk a client sends reaches the proxy, forwarded or
+    /// swallowed by a black hole. A chunk is what one read returned: on loopback, a small
+    /// request written at once (an HTTP/1 request without a body) arrives as one.
+    pub fn record_arrivals(&self, on: bool) {
+        self.control.recording.store(on, Ordering::SeqCst);
+    }
+
+    /// When each chunk from a client arrived while recording, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        let arrivals = self.control.arrivals.lock();
+        arrivals.unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn accept(&mut self, listener: TcpListener) {
         let control = Arc::clone(&self.control);
         let resets = self.resets.clone();
@@ -214,7 +245,11 @@ async fn connection(
     if control.black_hole.load(Ordering::SeqCst) {
         // Accepted, never answered: read and drop until reset or closed.
         let mut sink = [0u8; 4096];
-        let swallow = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let swallow = async {
+            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {
+                control.arrived();
+            }
+        };
         tokio::select! {
             _ = swallow => {}
             _ = resets.changed() => rst(&client),
@@ -231,8 +266,8 @@ async fn connection(
         let (server_read, server_write) = server.split();
         let forward = async {
             let _ = tokio::join!(
-                pump(client_read, server_write, &control),
-                pump(server_read, client_write, &control),
+                pump(client_read, server_write, &control, Way::In),
+                pump(server_read, client_write, &control, Way::Out),
             );
         };
         tokio::select! {
@@ -253,17 +288,30 @@ fn rst(stream: &TcpStream) {
     let _ = stream.set_linger(Some(Duration::ZERO));
 }
 
+/// Which way a pump forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the client to the upstream.
+    In,
+    /// From the upstream back to the client.
+    Out,
+}
+
 /// Forwards one way until the reader ends, applying the faults to each chunk.
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     control: &Control,
+    way: Way,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
+        }
+        if way == Way::In {
+            control.arrived();
         }
         if control.black_hole.load(Ordering::SeqCst) {
             continue;

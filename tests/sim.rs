@@ -1,6 +1,10 @@
 //! The deterministic network simulation (issue #6, DESIGN §6.3): the redial stack under
 //! crashes, partitions, loss and latency, swept over seeds.
 //!
+//! Scenarios (one module each): 1 `crash_restart`, 1b `outage`, 2 `black_hole`, 3 `herd`,
+//! 4 `lossy`, 5 `slow_peer`. The stacks they drive are in `stack` (one peer) and `balanced`
+//! (three peers behind p2c with health).
+//!
 //! `cargo test --all-features --test sim` runs every scenario over `REDIAL_SIM_SEEDS` seeds
 //! (default 8); a failure names its seed, and `REDIAL_SIM_SEED=N` replays that seed alone,
 //! event for event. turmoil is named only in `sim/harness`.

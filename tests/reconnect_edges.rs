@@ -319,3 +319,118 @@ async fn a_clone_waiting_at_the_gate_takes_over_the_probe_its_original_leaves() 
         "the clone drove the probe from 300 ms"
     );
 }
+
+/// A clone that took over the probe its original left and is then dropped mid-connect (a
+/// retry's spare at the call deadline, or under an outer timeout) must hand the probe back to
+/// the family, not cancel it: a cancelled probe is neither counted nor backed off, so the next
+/// request dials a black-holed peer again at once, at every request.
+#[tokio::test(start_paused = true)]
+async fn a_clone_dropped_while_driving_the_left_probe_hands_it_back() {
+    let peers: Peers<Key> = Peers::builder().backoff(exact(None)).build().unwrap();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&dials);
+    // A black hole: every connect hangs.
+    let connector = service_fn(move |_: ()| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            std::future::pending::<()>().await;
+            Ok::<_, io::Error>(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }))
+        }
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(Some(300 * MS))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut original = layer.layer(connector);
+    original.ready().await.unwrap();
+    assert!(original.call(1).await.unwrap_err().is::<Unavailable>());
+    for _ in 0..3 {
+        // The retry's spare takes the probe on and is given up on before it is ready.
+        let mut spare = original.clone();
+        assert!(
+            tokio::time::timeout(50 * MS, spare.ready()).await.is_err(),
+            "the spare waits for the probe"
+        );
+        drop(spare);
+        original.ready().await.unwrap();
+        assert!(original.call(2).await.unwrap_err().is::<Unavailable>());
+    }
+    assert_eq!(start.elapsed(), 450 * MS);
+    assert_eq!(
+        dials.load(Ordering::SeqCst),
+        1,
+        "one probe, driven by the family"
+    );
+    assert!(peer.snapshot().attempt_in_flight);
+    // It times out at 1 s and counts as one failure, stepping the schedule.
+    tokio::time::sleep_until(start + SEC).await;
+    original.ready().await.unwrap();
+    let snapshot = peer.snapshot();
+    assert_eq!(
+        (snapshot.failures, snapshot.backoff_step),
+        (1, 1),
+        "{snapshot:?}"
+    );
+}
+
+/// A service waiting at the gate that takes over the probe its original left drives it: it
+/// no longer follows another's probe. When its connection later breaks beside a working one,
+/// it reconnects at once rather than holding for a stagger meant for followers.
+#[tokio::test(start_paused = true)]
+async fn a_clone_that_took_the_left_probe_over_is_no_follower_afterwards() {
+    let peers: Peers<Key> = Peers::builder()
+        .backoff(exact(None))
+        .seed(7)
+        .build()
+        .unwrap();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&dials);
+    // The first connect takes 305 ms, and its connection resets on the first call.
+    let connector = service_fn(move |_: ()| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                tokio::time::sleep(305 * MS).await;
+            }
+            Ok::<_, io::Error>(service_fn(move |r: u32| async move {
+                match n {
+                    0 => Err(io::Error::from(io::ErrorKind::ConnectionReset)),
+                    _ => Ok(r),
+                }
+            }))
+        }
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(Some(300 * MS))
+        .stagger(50 * MS)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut original = layer.layer(connector);
+    let mut clone = original.clone();
+    // The original takes the probe; the clone waits at the gate from 10 ms.
+    let _ = tokio::time::timeout(10 * MS, original.ready()).await;
+    let _ = tokio::time::timeout(MS, clone.ready()).await;
+    // At 300 ms the original fails fast and leaves the probe; the clone drives it to 305 ms.
+    tokio::time::sleep_until(start + 300 * MS).await;
+    original.ready().await.unwrap();
+    assert!(original.call(1).await.unwrap_err().is::<Unavailable>());
+    clone.ready().await.unwrap();
+    assert_eq!(start.elapsed(), 305 * MS);
+    // The original connects beside it.
+    assert_eq!(original.ready().await.unwrap().call(2).await.unwrap(), 2);
+    assert_eq!(dials.load(Ordering::SeqCst), 2);
+    // The clone's connection resets; it reconnects at once.
+    assert!(clone.call(3).await.is_err());
+    let reply = tokio::time::timeout(MS, async { clone.ready().await?.call(4).await })
+        .await
+        .expect("no stagger for a service that followed nobody")
+        .unwrap();
+    assert_eq!(reply, 4);
+    assert_eq!(dials.load(Ordering::SeqCst), 3);
+}

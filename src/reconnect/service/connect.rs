@@ -48,10 +48,9 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Result<Step, Poll<Result<(), BoxError>>> {
-        if let Some(left) = self.handover.take() {
-            // Before anything else: the gate is held by this attempt, which only the family
-            // can finish.
-            self.state = State::Connecting(left);
+        // Before anything else: the gate is held by this attempt, which only the family can
+        // finish.
+        if self.take_left() {
             return Ok(Step::Again);
         }
         let now = Instant::now();
@@ -82,6 +81,12 @@ where
             Err(AttemptDenied::InFlight) => match self.peer.poll_attempt_finished(cx) {
                 Poll::Ready(()) => Ok(Step::Again),
                 Poll::Pending => {
+                    // A member may have left the attempt after the look above and woken the
+                    // gate's waiters before this task was one of them: look again, now that
+                    // it is.
+                    if self.take_left() {
+                        return Ok(Step::Again);
+                    }
                     self.following = true;
                     // Woken when the probe ends, or at its deadline should its owner stop
                     // driving it: then this service takes the gate over.
@@ -105,6 +110,18 @@ where
                 Err(Poll::Ready(Ok(())))
             }
         }
+    }
+
+    /// Takes on the attempt another member of the family left, if any. This service drives
+    /// it now: it follows nobody's probe, and holds for no stagger once it ends.
+    fn take_left(&mut self) -> bool {
+        let Some(left) = self.handover.take() else {
+            return false;
+        };
+        self.following = false;
+        self.stagger_until = None;
+        self.state = State::Connecting(left);
+        true
     }
 
     /// Drives the connect attempt under way.

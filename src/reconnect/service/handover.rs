@@ -60,6 +60,11 @@ impl<F, K: PeerKey> Handover<F, K> {
         Ok(())
     }
 
+    /// Whether another member of the family shares this place.
+    pub(super) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.left) > 1
+    }
+
     /// Takes the attempt left here, if any.
     pub(super) fn take(&self) -> Option<ConnectAttempt<F, K>> {
         self.left

@@ -53,7 +53,9 @@ use crate::time::deadline;
 /// A service that turns ready to fail fast while its connect attempt is still under way leaves
 /// the attempt to its family (itself and its clones): whichever polls next drives it on. A
 /// retry made on a clone (as tower's `Retry` does) therefore finishes the connect its original
-/// started, rather than waiting at the peer's gate for an attempt nobody drives.
+/// started, rather than waiting at the peer's gate for an attempt nobody drives. A service
+/// dropped while its probe is under way leaves it to the family the same way, if any member is
+/// left.
 pub struct Reconnect<M, T, K>
 where
     M: Service<T>,
@@ -316,6 +318,15 @@ where
                 connection.check_stable_until(at);
                 connection.close(Some(&reason));
             }
+        }
+        // A probe under way goes to the family, if any member is left to drive it (a retry's
+        // spare given up on at the call deadline may hold the probe its original left).
+        // Dropped, it would be cancelled: neither counted nor backed off, so the family's next
+        // poll would dial again at once, at every request to a black-holed peer.
+        if matches!(&self.state, State::Connecting(left) if left.attempt.is_probe())
+            && self.handover.is_shared()
+        {
+            self.leave_attempt();
         }
     }
 }

@@ -8,9 +8,9 @@
 //!   new and open connections alike;
 //! - [`bandwidth`](FaultProxy::bandwidth): forward at most this many bytes per second.
 //!
-//! With [`record_arrivals`](FaultProxy::record_arrivals) on, it notes when each chunk a client
-//! sent reached it, forwarded or swallowed: requests that reach a black hole are counted here,
-//! since none reaches the server.
+//! With [`record_arrivals`](FaultProxy::record_arrivals) on, it notes when each request (each
+//! chunk, or each HTTP/2 request) a client sent reached it, forwarded or swallowed: requests
+//! that reach a black hole are counted here, since none reaches the server.
 //!
 //! Nothing leaves 127.0.0.1: it listens there and forwards to an upstream there. Its tasks end
 //! with the proxy: dropping it aborts the accept loop and every connection.
@@ -21,7 +21,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,19 +40,40 @@ struct Control {
     bandwidth: AtomicU64,
     accepted: AtomicUsize,
     open: AtomicUsize,
-    recording: AtomicBool,
-    /// When each chunk from a client arrived, while `recording`.
+    /// What is recorded: 0 nothing, else a `Count` as `u8`.
+    counting: AtomicU8,
+    /// When each arrival from a client came, while counting.
     arrivals: Mutex<Vec<Instant>>,
 }
 
 impl Control {
-    /// Notes a chunk from a client, if recording.
-    fn arrived(&self) {
-        if self.recording.load(Ordering::SeqCst) {
-            let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-            arrivals.push(Instant::now());
+    /// Notes what a chunk from a client holds, if recording. `frames` is the connection's
+    /// HTTP/2 reader: it is fed every chunk, recording or not, to stay in step.
+    fn arrived(&self, chunk: &[u8], frames: &mut Http2Frames) {
+        let requests = frames.feed(chunk);
+        let arrivals = match self.counting.load(Ordering::SeqCst) {
+            c if c == Count::Chunks as u8 => 1,
+            c if c == Count::Http2Requests as u8 => requests,
+            _ => 0,
+        };
+        if arrivals > 0 {
+            let now = Instant::now();
+            let mut log = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+            log.extend(std::iter::repeat_n(now, arrivals));
         }
     }
+}
+
+/// What the proxy counts as one arrival from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Count {
+    /// Each chunk one read returned: on loopback, a small request written at once (an HTTP/1
+    /// request without a body) arrives as one.
+    Chunks = 1,
+    /// Each HTTP/2 HEADERS frame: the start of a request (of a gRPC call among them). Pings,
+    /// settings, window updates and stream resets are not counted.
+    Http2Requests = 2,
 }
 
 /// A fault-injecting proxy from a port of 127.0.0.1 to `upstream`.
@@ -159,14 +180,14 @@ impl FaultProxy {
         self.control.bandwidth.store(rate, Ordering::SeqCst);
     }
 
-    /// While on, notes when each chunk a client sends reaches the proxy, forwarded or
-    /// swallowed by a black hole. A chunk is what one read returned: on loopback, a small
-    /// request written at once (an HTTP/1 request without a body) arrives as one.
-    pub fn record_arrivals(&self, on: bool) {
-        self.control.recording.store(on, Ordering::SeqCst);
+    /// While `Some`, notes when each request a client sends (as `count` counts them) reaches
+    /// the proxy, forwarded or swallowed by a black hole.
+    pub fn record_arrivals(&self, count: Option<Count>) {
+        let count = count.map_or(0, |c| c as u8);
+        self.control.counting.store(count, Ordering::SeqCst);
     }
 
-    /// When each chunk from a client arrived while recording, in order.
+    /// When each request from a client arrived while recording, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
         let arrivals = self.control.arrivals.lock();
         arrivals.unwrap_or_else(|e| e.into_inner()).clone()
@@ -246,8 +267,9 @@ async fn connection(
         // Accepted, never answered: read and drop until reset or closed.
         let mut sink = [0u8; 4096];
         let swallow = async {
-            while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {
-                control.arrived();
+            let mut frames = Http2Frames::default();
+            while let Ok(n @ 1..) = client.read(&mut sink).await {
+                control.arrived(&sink[..n], &mut frames);
             }
         };
         tokio::select! {
@@ -305,13 +327,14 @@ async fn pump(
     way: Way,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut frames = Http2Frames::default();
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
         }
         if way == Way::In {
-            control.arrived();
+            control.arrived(&buf[..n], &mut frames);
         }
         if control.black_hole.load(Ordering::SeqCst) {
             continue;
@@ -333,5 +356,54 @@ async fn pump(
             let secs = chunk.len() as f64 / rate as f64;
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         }
+    }
+}
+
+/// Finds the HEADERS frames in what a client sends over HTTP/2, fed in chunks as they come.
+/// Fed anything else (HTTP/1), it finds nonsense, harmlessly.
+#[derive(Debug, Default)]
+struct Http2Frames {
+    /// Bytes of the connection preface passed so far.
+    preface: usize,
+    /// The frame header being read, and how much of it is here.
+    header: [u8; 9],
+    have: usize,
+    /// Bytes of the current frame's payload still to pass.
+    skip: usize,
+}
+
+impl Http2Frames {
+    /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
+    const PREFACE: usize = 24;
+    /// The frame type that opens a request (RFC 9113 §6.2).
+    const HEADERS: u8 = 0x1;
+
+    /// Passes `chunk`; returns how many HEADERS frames began in it.
+    fn feed(&mut self, mut chunk: &[u8]) -> usize {
+        let mut headers = 0;
+        while !chunk.is_empty() {
+            let n = if self.preface < Self::PREFACE {
+                let n = (Self::PREFACE - self.preface).min(chunk.len());
+                self.preface += n;
+                n
+            } else if self.skip > 0 {
+                let n = self.skip.min(chunk.len());
+                self.skip -= n;
+                n
+            } else {
+                let n = (self.header.len() - self.have).min(chunk.len());
+                self.header[self.have..self.have + n].copy_from_slice(&chunk[..n]);
+                self.have += n;
+                if self.have == self.header.len() {
+                    self.have = 0;
+                    let [a, b, c, kind, ..] = self.header;
+                    self.skip = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                    headers += usize::from(kind == Self::HEADERS);
+                }
+                n
+            };
+            chunk = &chunk[n..];
+        }
+        headers
     }
 }

@@ -1,10 +1,10 @@
-//! What the balanced real-socket tests share: one hyper HTTP/1 connection as a
+//! What the balanced real-socket tests share: one hyper HTTP/1 or HTTP/2 connection as a
 //! `tower::Service` with its connector (what each peer's `ReconnectLayer` keeps up), tower's p2c
 //! over a `HealthDiscover` of such peers (the balanced part of the stack the README
 //! recommends), and a log of a `Peers` table's events with the ejections and restores read
 //! from it.
 //!
-//! Include it with `#[path = "support/balanced_http1.rs"] mod balanced_http1;`.
+//! Include it with `#[path = "support/balanced.rs"] mod balanced;`.
 
 #![allow(dead_code)]
 
@@ -17,10 +17,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::body::{Body, Bytes};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::client::conn::{http1, http2};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Request, Response, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use redial::classify::Classify;
 use redial::event::{Event, EventKind, RecvError};
 use redial::health::HealthPolicy;
@@ -39,7 +40,7 @@ use tower::{BoxError, Service, ServiceBuilder, service_fn};
 /// A caller that gives up on a request (a timeout drops its future) closes the connection:
 /// hyper's dispatcher sees the dropped receiver and ends. The next `poll_ready` then fails and
 /// the reconnect layer above connects again.
-pub struct Http1<B>(SendRequest<B>);
+pub struct Http1<B>(http1::SendRequest<B>);
 
 impl<B> Service<Request<B>> for Http1<B>
 where
@@ -67,7 +68,7 @@ where
 
 /// A TCP connect and an HTTP/1 handshake (which sends nothing): a connector for redial's
 /// reconnect layer, with no schedule of its own.
-pub fn connector<B>()
+pub fn http1_connector<B>()
 -> impl Service<SocketAddr, Response = Http1<B>, Error = BoxError, Future: Send> + Clone + Send + 'static
 where
     B: Body + Send + Unpin + 'static,
@@ -76,10 +77,83 @@ where
 {
     service_fn(|addr: SocketAddr| async move {
         let io = TcpStream::connect(addr).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+        io.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
         // Drives the connection; ends when it closes.
         tokio::spawn(connection);
         Ok::<_, BoxError>(Http1(sender))
+    })
+}
+
+/// One HTTP/2 connection as a `tower::Service`; responses stream (gRPC's status comes in the
+/// trailers). Ready while the connection is up, for many requests at once.
+///
+/// HTTP/2 wants a scheme and an authority in each request: a request with a path alone (as
+/// tonic's generated clients send them) gets `http://` and the peer's address.
+///
+/// A caller that gives up on a request resets its stream only: the connection stays, and so
+/// does one into a black hole, unless keep-alive pings find it dead (see [`http2_connector`]).
+pub struct Http2<B> {
+    sender: http2::SendRequest<B>,
+    authority: Authority,
+}
+
+impl<B> Service<Request<B>> for Http2<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.sender.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if request.uri().authority().is_none() {
+            let mut parts = request.uri().clone().into_parts();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+            match Uri::from_parts(parts) {
+                Ok(uri) => *request.uri_mut() = uri,
+                Err(error) => return Box::pin(std::future::ready(Err(error.into()))),
+            }
+        }
+        let response = self.sender.send_request(request);
+        Box::pin(async move { Ok(response.await?) })
+    }
+}
+
+/// A TCP connect and an HTTP/2 handshake (which waits for nothing from the server), with
+/// keep-alive pings every `keep_alive` when `Some`, answered within as long, idle or not: a
+/// connection whose pings go unanswered is closed, its `poll_ready` fails and the reconnect
+/// layer connects again.
+pub fn http2_connector<B>(
+    keep_alive: Option<Duration>,
+) -> impl Service<SocketAddr, Response = Http2<B>, Error = BoxError, Future: Send> + Clone + Send + 'static
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    service_fn(move |addr: SocketAddr| async move {
+        let io = TcpStream::connect(addr).await?;
+        io.set_nodelay(true)?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        if let Some(every) = keep_alive {
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive_interval(every)
+                .keep_alive_timeout(every)
+                .keep_alive_while_idle(true);
+        }
+        let (sender, connection) = builder.handshake(TokioIo::new(io)).await?;
+        tokio::spawn(connection);
+        let authority = Authority::try_from(addr.to_string())?;
+        Ok::<_, BoxError>(Http2 { sender, authority })
     })
 }
 
@@ -96,19 +170,24 @@ pub struct PeerStack<C> {
 
 /// tower's p2c over a `HealthDiscover` of `handles` (keyed by the address to connect to), each
 /// peer's service `PenalizedPending ─ HealthLayer ─ TimeoutLayer ─ ReconnectLayer
-/// (fail_fast(None)) ─` [`connector`].
-pub fn balance<B, C>(
+/// (fail_fast(None)) ─ connector`.
+pub fn balance<Req, C, M, S>(
     peers: &Peers<SocketAddr>,
     handles: &[PeerHandle<SocketAddr>],
     stack: PeerStack<C>,
-) -> impl Service<Request<B>, Response = Response<Bytes>, Error = BoxError, Future: Send> + Send + 'static
+    connector: M,
+) -> impl Service<Req, Response = S::Response, Error = BoxError, Future: Send> + Send + 'static
 where
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-    C: Classify<Request<B>, Response<Bytes>, BoxError> + Clone + Send + Sync + 'static,
+    Req: Send + 'static,
+    M: Service<SocketAddr, Response = S> + Clone + Send + Sync + 'static,
+    M::Error: Into<BoxError>,
+    M::Future: Send,
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    S::Response: Send + 'static,
+    C: Classify<Req, S::Response, BoxError> + Clone + Send + Sync + 'static,
 {
-    let connector = connector::<B>();
     let load = PenalizedPendingLayer::builder()
         .decay(stack.penalty_decay)
         .build()

@@ -420,6 +420,9 @@ async fn black_hole_in_one_of_three(proto: Proto, onset: Onset) {
         drive(&send, &mut tally, 300, || false).await;
         assert_eq!(tally.failed, 0, "{tally:?}");
         assert!(servers.iter().all(|s| (s.served)() > 20), "{tally:?}");
+        // What the proxy counts is what reached the server: each request once.
+        let counted = dark.arrivals().len();
+        assert_eq!(counted, served() - served_before, "requests counted");
     }
     let (blackholed_at, served_before) = match onset {
         Onset::BeforeConnect => (blackholed_at, served_before),

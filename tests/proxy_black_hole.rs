@@ -95,6 +95,7 @@ const SLACK: Duration = Duration::from_millis(1000);
 /// Requests in all, at least; at least 99 % of them must succeed.
 const REQUESTS: usize = 2_000;
 /// HTTP/2 keep-alive: a ping this often, answered within as long.
+#[cfg(feature = "tonic")]
 const KEEP_ALIVE: Duration = Duration::from_millis(100);
 /// HTTP/2: how long after an ejection a request the balancer sent before it may still reach
 /// the proxy (it is written by the connection's task, read by the proxy's).

@@ -434,3 +434,50 @@ async fn a_clone_that_took_the_left_probe_over_is_no_follower_afterwards() {
     assert_eq!(reply, 4);
     assert_eq!(dials.load(Ordering::SeqCst), 3);
 }
+
+/// A probe left to the family and not driven past its deadline is taken over by another
+/// service and counted there as abandoned. The family member that finds it later must not
+/// count it again, nor mark the peer (connected by then) suspect.
+#[tokio::test(start_paused = true)]
+async fn a_left_probe_taken_over_at_its_deadline_is_not_counted_again_by_the_family() {
+    let peers: Peers<Key> = Peers::builder().backoff(exact(None)).build().unwrap();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&dials);
+    // The first connect hangs; the others connect at once.
+    let connector = service_fn(move |_: ()| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, io::Error>(service_fn(|r: u32| async move { Ok::<_, Infallible>(r) }))
+        }
+    });
+    let peer = peers.add_static("p").unwrap();
+    let layer = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(Some(300 * MS))
+        .stagger(Duration::ZERO)
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut original = layer.layer(connector.clone());
+    original.ready().await.unwrap();
+    assert!(original.call(1).await.unwrap_err().is::<Unavailable>());
+    // Another family takes the gate over at the probe's deadline and connects after one step.
+    let patient = ReconnectLayer::builder(peer.clone(), ())
+        .connect_timeout(SEC)
+        .fail_fast(None)
+        .build()
+        .unwrap();
+    let mut other = patient.layer(connector);
+    assert_eq!(other.ready().await.unwrap().call(2).await.unwrap(), 2);
+    assert_eq!(start.elapsed(), 1100 * MS);
+    assert_eq!(peer.snapshot().failures, 1);
+    // The family's next request finds the stale probe.
+    let mut clone = original.clone();
+    assert_eq!(clone.ready().await.unwrap().call(3).await.unwrap(), 3);
+    let snapshot = peer.snapshot();
+    assert_eq!(snapshot.failures, 1, "counted once: {snapshot:?}");
+    assert_eq!(peer.state(), PeerState::Connected);
+}

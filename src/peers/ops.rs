@@ -34,6 +34,15 @@ impl Ticket {
     }
 }
 
+/// What the peer's schedule says now, for an attempt whose failure does not step it.
+fn scheduled(st: &TrackerState, now: Instant) -> NextAttempt {
+    match st.next_attempt_at {
+        _ if st.exhausted => NextAttempt::Exhausted,
+        Some(at) => NextAttempt::After(at.saturating_duration_since(now)),
+        None => NextAttempt::After(Duration::ZERO),
+    }
+}
+
 /// Wakes tasks taken from a tracker, after its lock was released.
 pub(super) fn wake(waiters: Vec<Waker>) {
     for waker in waiters {
@@ -249,6 +258,11 @@ impl<K: PeerKey> Shared<K> {
         let now = Instant::now();
         let mut st = t.lock();
         let probe = ticket.owns_probe(&st);
+        if ticket.probe && !probe {
+            // A probe taken over at its deadline was counted then, as abandoned, and the gate
+            // has moved on: its late outcome is no news about the peer.
+            return scheduled(&st, now);
+        }
         let before = st.public_state();
         if probe {
             // First, before any user code (the error's `Display`, a tracing subscriber) runs: if
@@ -262,11 +276,7 @@ impl<K: PeerKey> Shared<K> {
         if !probe {
             // Only the probe steps the schedule: one step per outage round, however many
             // connections were being opened when the peer went down. Later attempts are probes.
-            return match st.next_attempt_at {
-                _ if st.exhausted => NextAttempt::Exhausted,
-                Some(at) => NextAttempt::After(at.saturating_duration_since(now)),
-                None => NextAttempt::After(Duration::ZERO),
-            };
+            return scheduled(&st, now);
         }
         let next = self.schedule_next(t, &mut st, now, WaitReason::Backoff, number);
         self.settle(t, &st, before, now);

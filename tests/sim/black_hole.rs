@@ -8,7 +8,7 @@
 //!    answers. Connects succeed, so requests keep reaching it until health ejects it;
 //! 2. **a partition after connect** (4 s to 5.5 s): the open connection goes silent, and
 //!    turmoil refuses new connects;
-//! 3. **a hold** (6.5 s to 8 s): the open connection goes silent, and a new connect hangs.
+//! 3. **a hold** (7 s to 8.5 s): the open connection goes silent, and a new connect hangs.
 //!
 //! Asserted, per seed:
 //! - `b` leaves the rotation within `attempt timeout × failures` of each fault (plus, between
@@ -20,8 +20,9 @@
 //! - afterwards only probes reach it: each request the black-holed server receives after the
 //!   first ejection arrives after an ejection is over, one per ejection at most; during the
 //!   partition and the hold, the connect attempts follow the peer's one backoff schedule;
-//! - each time, `b` comes back: restored by a successful probe after the server black hole, and
-//!   serving again after the repair and the release;
+//! - each time, `b` comes back: restored by a successful probe after the server black hole;
+//!   serving again within `backoff max + connect timeout` of the repair and of the release
+//!   (the peer's next attempt is at most one capped delay away);
 //! - at least 99 % of all requests succeed; every request ends with a response or a typed
 //!   error before its deadline.
 
@@ -48,9 +49,9 @@ const SILENT: Duration = Duration::from_millis(1000);
 const ANSWERS: Duration = Duration::from_millis(3000);
 const PARTITION: Duration = Duration::from_millis(4000);
 const REPAIR: Duration = Duration::from_millis(5500);
-const HOLD: Duration = Duration::from_millis(6500);
-const RELEASE: Duration = Duration::from_millis(8000);
-const LOAD_END: Duration = Duration::from_millis(9500);
+const HOLD: Duration = Duration::from_millis(7000);
+const RELEASE: Duration = Duration::from_millis(8500);
+const LOAD_END: Duration = Duration::from_millis(10_000);
 
 fn knobs() -> Knobs {
     Knobs {
@@ -215,7 +216,7 @@ pub fn run(seed: u64) -> Run {
         .find(|e| e.at >= ANSWERS && matches!(e.kind, EventKind::Restored))
         .map(|e| e.at)
         .unwrap_or_else(|| panic!("b was never restored after the black hole: {summary:?}"));
-    assert_serves_again(&b, restored, PARTITION, "restored");
+    assert_serves_again(&b, restored, PARTITION - restored, PARTITION, "restore");
 
     // 2 and 3. Partition and hold: out of the rotation within the bound, back when it ends.
     for (what, from, to) in [("partition", PARTITION, REPAIR), ("hold", HOLD, RELEASE)] {
@@ -239,7 +240,8 @@ pub fn run(seed: u64) -> Run {
             "{dials} connect attempts to b during the {what}; its backoff allows {allowed}"
         );
         let next = if to == REPAIR { HOLD } else { LOAD_END };
-        assert_serves_again(&b, to, next, what);
+        let back_within = knobs.backoff.max() + knobs.connect_timeout + ROUND_TRIP;
+        assert_serves_again(&b, to, back_within, next, what);
     }
 
     let ok = outcomes.iter().filter(|o| o.ok()).count();
@@ -276,18 +278,35 @@ fn out_of_rotation_within(knobs: &Knobs) -> Duration {
 /// with a tick of slack each way.
 const ROUND_TRIP: Duration = Duration::from_millis(12);
 
-/// `server` answers requests again between `from` and `until`.
-fn assert_serves_again(server: &Server, from: Duration, until: Duration, after: &str) {
-    let served = server
+/// `server` answers requests again after `from`: the first within `within`, and at least ten
+/// by `until`.
+fn assert_serves_again(
+    server: &Server,
+    from: Duration,
+    within: Duration,
+    until: Duration,
+    after: &str,
+) {
+    let served: Vec<Duration> = server
         .counters
         .requests
         .borrow()
         .iter()
         .filter(|s| s.status == 200 && s.at >= from && s.at < until)
-        .count();
+        .map(|s| s.at)
+        .collect();
+    let first = served
+        .first()
+        .unwrap_or_else(|| panic!("b served nothing after the {after} at {from:?}"));
     assert!(
-        served >= 10,
-        "b served only {served} requests between {from:?} and {until:?}, after the {after}"
+        *first - from <= within,
+        "b served again {:?} after the {after}, above {within:?}",
+        *first - from
+    );
+    assert!(
+        served.len() >= 10,
+        "b served only {} requests between {from:?} and {until:?}, after the {after}",
+        served.len()
     );
 }
 

@@ -36,7 +36,8 @@ use tower::{BoxError, Layer, Service, ServiceBuilder};
 use crate::harness::http::{HttpConnect, Req, Res};
 use crate::harness::local_buffer::LocalBuffer;
 use crate::harness::net::{Connector, Target};
-use crate::harness::now;
+use crate::harness::server::{Behaviour, Server};
+use crate::harness::{World, now};
 use crate::stack::Key;
 
 /// The knobs of the balanced stack; every scenario states its own.
@@ -56,6 +57,19 @@ pub struct Knobs {
     pub max_attempts: u32,
     /// The outermost `tower::timeout`.
     pub timeout: Duration,
+}
+
+/// A server host for each of `hosts`, with the default behaviour; their counters and switches.
+pub fn servers(world: &mut World, hosts: &[Key]) -> Vec<Server> {
+    hosts
+        .iter()
+        .map(|host| {
+            let server = Server::new(Behaviour::default());
+            let software = server.clone();
+            world.host(host, move || software.clone().serve());
+            server
+        })
+        .collect()
 }
 
 /// Every request sent down to a peer's connection: which peer, and when.

@@ -20,14 +20,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use http::Method;
 use redial::backoff::{Backoff, Jitter};
 use redial::event::{EventKind, SkipReason};
 use redial::peers::Override;
 
 use crate::balanced::{self, Knobs};
 use crate::harness::record::{Recorded, Recorder, trace};
-use crate::harness::server::{Behaviour, Server};
 use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{Fault, Settings, World, now};
 use crate::stack::{self, Outcome, assert_accounted, tally};
@@ -79,12 +77,7 @@ struct Seen {
 pub fn run(seed: u64) -> Run {
     let knobs = knobs();
     let mut world = World::new(&Settings::new(seed, Duration::from_secs(30)));
-    let mut servers = Vec::new();
-    for host in HOSTS {
-        let server = Server::new(Behaviour::default());
-        servers.push(server.clone());
-        world.host(host, move || server.clone().serve());
-    }
+    let servers = balanced::servers(&mut world, &HOSTS);
     let c = servers[2].clone();
     world
         .at(SLOW, Fault::Latency("client", "c", SLOW_LATENCY))
@@ -107,25 +100,9 @@ pub fn run(seed: u64) -> Run {
             slow.set_override(Override::Automatic);
         });
         let watchdog = knobs.timeout + Duration::from_secs(1);
-        let mut tasks = Vec::new();
-        for client in 0..CLIENTS {
-            let mut service = service.clone();
-            let out = Rc::clone(&out);
-            tasks.push(tokio::task::spawn_local(async move {
-                let mut n = 0;
-                while now() < LOAD_END {
-                    let id = client * 1_000_000 + n;
-                    n += 1;
-                    let outcome = stack::send(&mut service, Method::GET, id, watchdog).await;
-                    out.borrow_mut().outcomes.push(outcome);
-                    tokio::time::sleep(THINK).await;
-                }
-            }));
-        }
-        for task in tasks {
-            task.await?;
-        }
+        let outcomes = stack::gets(&service, CLIENTS, THINK, LOAD_END, watchdog).await;
         let mut out = out.borrow_mut();
+        out.outcomes = outcomes;
         out.events = recorder.events();
         out.run = Run {
             coverage: recorder.coverage(),

@@ -6,8 +6,10 @@
 //! `tower::timeout` → `RetryLayer` (HttpClassifier) → `ReconnectLayer` → `HttpConnect` (hyper
 //! HTTP/1) → the simulated TCP connector.
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 use http::Method;
@@ -194,6 +196,43 @@ where
         ended: now(),
         how,
     }
+}
+
+/// `clients` loops, each over its own clone of `service`, send GETs back to back (pausing
+/// `think` after each) until `until`; returns every outcome once all have finished. Request
+/// ids are `client × 1 000 000 + n`.
+pub async fn gets<S>(
+    service: &S,
+    clients: u64,
+    think: Duration,
+    until: Duration,
+    watchdog: Duration,
+) -> Vec<Outcome>
+where
+    S: Service<Req, Response = http::Response<bytes::Bytes>, Error = BoxError> + Clone + 'static,
+{
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let mut service = service.clone();
+        let outcomes = Rc::clone(&outcomes);
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut n = 0;
+            while now() < until {
+                let id = client * 1_000_000 + n;
+                n += 1;
+                let outcome = send(&mut service, Method::GET, id, watchdog).await;
+                outcomes.borrow_mut().push(outcome);
+                tokio::time::sleep(think).await;
+            }
+        }));
+    }
+    for task in tasks {
+        if let Err(error) = task.await {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+    outcomes.take()
 }
 
 /// The name of the first typed error in the chain that the stack may surface.

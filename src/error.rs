@@ -42,6 +42,18 @@ pub enum ConfigErrorKind {
     Inconsistent,
 }
 
+impl ConfigErrorKind {
+    /// Which side of its range a finite value found outside the range is on, given the range's
+    /// lower end (a value at the lower end is outside only when that end is open).
+    pub(crate) fn outside(value: f64, lower: f64) -> Self {
+        if value <= lower {
+            ConfigErrorKind::TooSmall
+        } else {
+            ConfigErrorKind::TooLarge
+        }
+    }
+}
+
 impl ConfigError {
     pub(crate) fn new(
         component: &'static str,

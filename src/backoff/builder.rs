@@ -135,14 +135,9 @@ impl BackoffBuilder {
                 );
             }
             if !(0.0..=1.0).contains(&ratio) {
-                let kind = if ratio < 0.0 {
-                    ConfigErrorKind::TooSmall
-                } else {
-                    ConfigErrorKind::TooLarge
-                };
                 return err(
                     "jitter",
-                    kind,
+                    ConfigErrorKind::outside(ratio, 0.0),
                     format!("proportional ratio must be within [0, 1] (got {ratio})"),
                 );
             }

@@ -427,14 +427,9 @@ impl<C> HealthPolicyBuilder<C> {
                 );
             }
             if rate.min_rate <= 0.0 || rate.min_rate > 1.0 {
-                let kind = if rate.min_rate > 1.0 {
-                    ConfigErrorKind::TooLarge
-                } else {
-                    ConfigErrorKind::TooSmall
-                };
                 return bad(
                     "success_rate",
-                    kind,
+                    ConfigErrorKind::outside(rate.min_rate, 0.0),
                     format!(
                         "min_rate {} is outside (0, 1]; use a share such as 0.8",
                         rate.min_rate
@@ -484,14 +479,9 @@ impl<C> HealthPolicyBuilder<C> {
             );
         }
         if !(0.0..1.0).contains(&v.jitter) {
-            let kind = if v.jitter < 0.0 {
-                ConfigErrorKind::TooSmall
-            } else {
-                ConfigErrorKind::TooLarge
-            };
             return bad(
                 "jitter",
-                kind,
+                ConfigErrorKind::outside(v.jitter, 0.0),
                 format!(
                     "{} is outside [0, 1); use 0 for none or a ratio such as 0.1",
                     v.jitter
@@ -641,6 +631,12 @@ mod tests {
         }
         assert_eq!(field(b().probes(0)), "probes");
         assert_eq!(field(b().max_ejection_percent(101)), "max_ejection_percent");
+        // Which side of the range a rejected value is on; open ends reject their edge.
+        let kind = |b: HealthPolicyBuilder| b.build().expect_err("rejected").kind();
+        assert_eq!(kind(b().jitter(-0.1)), ConfigErrorKind::TooSmall);
+        assert_eq!(kind(b().jitter(1.0)), ConfigErrorKind::TooLarge);
+        assert_eq!(kind(b().success_rate(0.0, SEC, 1)), ConfigErrorKind::TooSmall);
+        assert_eq!(kind(b().success_rate(1.5, SEC, 1)), ConfigErrorKind::TooLarge);
         // The edges that are allowed.
         assert!(
             b().success_rate(1.0, Duration::from_nanos(1), 1)

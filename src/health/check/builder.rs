@@ -176,14 +176,9 @@ impl Config {
             );
         }
         if !(0.0..=MAX_JITTER).contains(&self.jitter) {
-            let kind = if self.jitter < 0.0 {
-                ConfigErrorKind::TooSmall
-            } else {
-                ConfigErrorKind::TooLarge
-            };
             return bad(
                 "jitter",
-                kind,
+                ConfigErrorKind::outside(self.jitter, 0.0),
                 format!("{} is outside 0 to {MAX_JITTER}", self.jitter),
             );
         }

@@ -19,10 +19,11 @@
 //! ```
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use redial::backoff::Backoff;
+use redial::backoff::{Backoff, Jitter};
 use redial::health::balance::{FailFastLayer, HealthDiscover, PenalizedPendingLayer};
 use redial::health::{HealthPolicy, Mode};
 use redial::peers::{PeerHandle, Peers};
@@ -35,10 +36,19 @@ use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 use crate::harness::http::{HttpConnect, Req, Res};
 use crate::harness::local_buffer::LocalBuffer;
-use crate::harness::net::{Connector, Target};
+use crate::harness::net::{Connector, Dial, Target};
+use crate::harness::record::{Recorded, Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
+use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{World, now};
-use crate::stack::Key;
+use crate::stack::{self, Key, Outcome};
+
+/// The peers of the health scenarios: three servers.
+pub const HOSTS: [Key; 3] = ["a", "b", "c"];
+/// Client loops of one process, each sending GETs back to back.
+pub const CLIENTS: u64 = 6;
+/// Each client's pause after a request.
+pub const THINK: Duration = Duration::from_millis(10);
 
 /// The knobs of the balanced stack; every scenario states its own.
 #[derive(Debug, Clone)]
@@ -70,6 +80,86 @@ pub fn servers(world: &mut World, hosts: &[Key]) -> Vec<Server> {
             server
         })
         .collect()
+}
+
+impl Default for Knobs {
+    /// The health scenarios' knobs; each states what it changes.
+    fn default() -> Self {
+        let ms = Duration::from_millis(1);
+        Self {
+            // Equal jitter: every delay is at least half its step, so the number of connect
+            // attempts a fault allows has an upper bound to assert.
+            backoff: Backoff::builder()
+                .initial(50 * ms)
+                .multiplier(2.0)
+                .max(1000 * ms)
+                .jitter(Jitter::Equal)
+                .unlimited_attempts()
+                .build()
+                .expect("a valid backoff"),
+            connect_timeout: 300 * ms,
+            attempt_timeout: 200 * ms,
+            failures: 3,
+            base_ejection: 500 * ms,
+            max_ejection: 2000 * ms,
+            wait: 1000 * ms,
+            max_attempts: 3,
+            timeout: 2000 * ms,
+        }
+    }
+}
+
+/// What one run of the balanced stack under load saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub outcomes: Vec<Outcome>,
+    pub events: Vec<Recorded>,
+    pub dispatches: Dispatches,
+    pub dials: Vec<Dial>,
+    pub run: Run,
+    /// Events the recorder lost (asserted zero by [`run`]).
+    pub lagged: u64,
+}
+
+/// Runs `world` with one client process: [`CLIENTS`] GET loops through the balanced stack over
+/// [`HOSTS`] until `until`, and beside them `operator`, given the peers' table (to flip a switch
+/// or override a peer at scheduled instants). Returns what the process saw, its trace shown.
+pub fn run<F, Fut>(mut world: World, seed: u64, knobs: &Knobs, until: Duration, operator: F) -> Seen
+where
+    F: FnOnce(Peers<Key>) -> Fut + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let out = Rc::clone(&seen);
+    let knobs = knobs.clone();
+    world.client("client", async move {
+        let peers = stack::peers(seed, knobs.backoff);
+        let recorder = Recorder::start(&peers);
+        let (service, dispatches, connector) = stack(&peers, &HOSTS, &knobs, seed);
+        tokio::task::spawn_local(operator(peers.clone()));
+        let watchdog = knobs.timeout + Duration::from_secs(1);
+        let outcomes = stack::gets(&service, CLIENTS, THINK, until, watchdog).await;
+        let events = recorder.events();
+        *out.borrow_mut() = Seen {
+            outcomes,
+            run: Run {
+                coverage: recorder.coverage(),
+                trace: trace(&events),
+            },
+            events,
+            dispatches,
+            dials: connector.dials(),
+            lagged: recorder.lagged(),
+        };
+        Ok(())
+    });
+    world
+        .run()
+        .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
+    let seen = seen.take();
+    show_trace(&seen.run.trace);
+    assert_eq!(seen.lagged, 0, "the recorder lost events");
+    seen
 }
 
 /// Every request sent down to a peer's connection: which peer, and when.

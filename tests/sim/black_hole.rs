@@ -26,24 +26,18 @@
 //! - at least 99 % of all requests succeed; every request ends with a response or a typed
 //!   error before its deadline.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use redial::backoff::{Backoff, Jitter};
 use redial::event::EventKind;
 
-use crate::balanced::{self, Knobs};
-use crate::harness::record::{Recorded, Recorder, trace};
+use crate::balanced::{self, HOSTS, Knobs};
+use crate::harness::record::Recorded;
 use crate::harness::server::Server;
-use crate::harness::sweep::{Run, show_trace};
+use crate::harness::sweep::Run;
 use crate::harness::{Fault, Settings, World, now};
-use crate::stack::{self, Outcome, assert_accounted, tally};
+use crate::stack::{assert_accounted, tally};
 
-const MS: Duration = Duration::from_millis(1);
-const HOSTS: [&str; 3] = ["a", "b", "c"];
-const CLIENTS: u64 = 6;
-const THINK: Duration = Duration::from_millis(10);
 const SILENT: Duration = Duration::from_millis(1000);
 const ANSWERS: Duration = Duration::from_millis(3000);
 const PARTITION: Duration = Duration::from_millis(4000);
@@ -52,41 +46,8 @@ const HOLD: Duration = Duration::from_millis(7000);
 const RELEASE: Duration = Duration::from_millis(8500);
 const LOAD_END: Duration = Duration::from_millis(10_000);
 
-fn knobs() -> Knobs {
-    Knobs {
-        // Equal jitter: every delay is at least half its step, so the number of connect
-        // attempts a fault allows has an upper bound to assert.
-        backoff: Backoff::builder()
-            .initial(50 * MS)
-            .multiplier(2.0)
-            .max(1000 * MS)
-            .jitter(Jitter::Equal)
-            .unlimited_attempts()
-            .build()
-            .expect("a valid backoff"),
-        connect_timeout: 300 * MS,
-        attempt_timeout: 200 * MS,
-        failures: 3,
-        base_ejection: 500 * MS,
-        max_ejection: 2000 * MS,
-        wait: 1000 * MS,
-        max_attempts: 3,
-        timeout: 2000 * MS,
-    }
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    outcomes: Vec<Outcome>,
-    events: Vec<Recorded>,
-    dispatched_to_b: Vec<Duration>,
-    dials_to_b: Vec<Duration>,
-    run: Run,
-    lagged: u64,
-}
-
 pub fn run(seed: u64) -> Run {
-    let knobs = knobs();
+    let knobs = Knobs::default();
     let mut world = World::new(&Settings::new(seed, Duration::from_secs(30)));
     let servers = balanced::servers(&mut world, &HOSTS);
     let b = servers[1].clone();
@@ -95,51 +56,23 @@ pub fn run(seed: u64) -> Run {
         .at(REPAIR, Fault::Repair("client", "b"))
         .at(HOLD, Fault::Hold("client", "b"))
         .at(RELEASE, Fault::Release("client", "b"));
-
-    let seen = Rc::new(RefCell::new(Seen::default()));
-    let out = Rc::clone(&seen);
-    let client_knobs = knobs.clone();
     let switch = Rc::clone(&b.black_hole);
-    world.client("client", async move {
-        let knobs = client_knobs;
-        let peers = stack::peers(seed, knobs.backoff);
-        let recorder = Recorder::start(&peers);
-        let (service, dispatches, connector) = balanced::stack(&peers, &HOSTS, &knobs, seed);
-        // The server's black hole is not a network fault: the test flips it from here.
-        tokio::task::spawn_local(async move {
-            tokio::time::sleep(SILENT.saturating_sub(now())).await;
-            switch.set(true);
-            tokio::time::sleep(ANSWERS.saturating_sub(now())).await;
-            switch.set(false);
-        });
-        let watchdog = knobs.timeout + Duration::from_secs(1);
-        let outcomes = stack::gets(&service, CLIENTS, THINK, LOAD_END, watchdog).await;
-        let mut out = out.borrow_mut();
-        out.outcomes = outcomes;
-        out.events = recorder.events();
-        out.run = Run {
-            coverage: recorder.coverage(),
-            trace: trace(&out.events),
-        };
-        out.lagged = recorder.lagged();
-        out.dispatched_to_b = dispatches.to("b");
-        out.dials_to_b = connector
-            .dials()
-            .iter()
-            .filter(|d| d.host == "b")
-            .map(|d| d.at)
-            .collect();
-        Ok(())
+    // The server's black hole is not a network fault: the test flips it from the client.
+    let seen = balanced::run(world, seed, &knobs, LOAD_END, |_| async move {
+        tokio::time::sleep(SILENT.saturating_sub(now())).await;
+        switch.set(true);
+        tokio::time::sleep(ANSWERS.saturating_sub(now())).await;
+        switch.set(false);
     });
-
-    world
-        .run()
-        .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
-    let seen = seen.take();
-    show_trace(&seen.run.trace);
+    let dispatched_to_b = seen.dispatches.to("b");
+    let dials_to_b: Vec<Duration> = seen
+        .dials
+        .iter()
+        .filter(|d| d.host == "b")
+        .map(|d| d.at)
+        .collect();
     let outcomes = &seen.outcomes;
     let summary = tally(outcomes);
-    assert_eq!(seen.lagged, 0, "the recorder lost events");
     assert!(outcomes.len() > 1000, "too little load: {summary:?}");
     assert_accounted(outcomes, knobs.timeout);
 
@@ -198,8 +131,7 @@ pub fn run(seed: u64) -> Run {
 
     // 2 and 3. Partition and hold: out of the rotation within the bound, back when it ends.
     for (what, from, to) in [("partition", PARTITION, REPAIR), ("hold", HOLD, RELEASE)] {
-        let sent: Vec<&Duration> = seen
-            .dispatched_to_b
+        let sent: Vec<&Duration> = dispatched_to_b
             .iter()
             .filter(|at| **at > from + bound && **at < to)
             .collect();
@@ -207,8 +139,7 @@ pub fn run(seed: u64) -> Run {
             sent.is_empty(),
             "during the {what} ({from:?} to {to:?}), requests were sent to b at {sent:?}"
         );
-        let dials = seen
-            .dials_to_b
+        let dials = dials_to_b
             .iter()
             .filter(|at| **at >= from && **at < to)
             .count();

@@ -16,24 +16,17 @@
 //! - at least 99 % of all requests succeed; every request ends with a response or a typed
 //!   error before its deadline.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
-use redial::backoff::{Backoff, Jitter};
 use redial::event::{EventKind, SkipReason};
 use redial::peers::Override;
 
-use crate::balanced::{self, Knobs};
-use crate::harness::record::{Recorded, Recorder, trace};
-use crate::harness::sweep::{Run, show_trace};
+use crate::balanced::{self, HOSTS, Knobs};
+use crate::harness::record::Recorded;
+use crate::harness::sweep::Run;
 use crate::harness::{Fault, Settings, World, now};
-use crate::stack::{self, Outcome, assert_accounted, tally};
+use crate::stack::{Outcome, assert_accounted, tally};
 
-const MS: Duration = Duration::from_millis(1);
-const HOSTS: [&str; 3] = ["a", "b", "c"];
-const CLIENTS: u64 = 6;
-const THINK: Duration = Duration::from_millis(10);
 const SLOW: Duration = Duration::from_millis(1000);
 const AUTOMATIC: Duration = Duration::from_millis(3000);
 const FAST: Duration = Duration::from_millis(6000);
@@ -45,33 +38,12 @@ const FAST_LATENCY: Duration = Duration::from_millis(3);
 
 fn knobs() -> Knobs {
     Knobs {
-        backoff: Backoff::builder()
-            .initial(50 * MS)
-            .multiplier(2.0)
-            .max(1000 * MS)
-            .jitter(Jitter::Equal)
-            .unlimited_attempts()
-            .build()
-            .expect("a valid backoff"),
         // A connect over the slow link takes a second (SYN and SYN-ACK): it gets through, so
         // requests keep reaching the slow peer, and only health can take it out.
-        connect_timeout: 1500 * MS,
-        attempt_timeout: 200 * MS,
-        failures: 3,
-        base_ejection: 500 * MS,
-        max_ejection: 2000 * MS,
-        wait: 1000 * MS,
-        max_attempts: 3,
-        timeout: 1000 * MS,
+        connect_timeout: Duration::from_millis(1500),
+        timeout: Duration::from_millis(1000),
+        ..Knobs::default()
     }
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    outcomes: Vec<Outcome>,
-    events: Vec<Recorded>,
-    run: Run,
-    lagged: u64,
 }
 
 pub fn run(seed: u64) -> Run {
@@ -82,44 +54,16 @@ pub fn run(seed: u64) -> Run {
     world
         .at(SLOW, Fault::Latency("client", "c", SLOW_LATENCY))
         .at(FAST, Fault::Latency("client", "c", FAST_LATENCY));
-
-    let seen = Rc::new(RefCell::new(Seen::default()));
-    let out = Rc::clone(&seen);
-    let client_knobs = knobs.clone();
-    world.client("client", async move {
-        let knobs = client_knobs;
-        let peers = stack::peers(seed, knobs.backoff);
-        let recorder = Recorder::start(&peers);
-        let (service, _, _) = balanced::stack(&peers, &HOSTS, &knobs, seed);
+    // The operator: holds `c` in while it is slow, then lets health judge it.
+    let seen = balanced::run(world, seed, &knobs, LOAD_END, |peers| async move {
         let slow = peers.get("c").expect("c is in the table");
-        // The operator: holds `c` in while it is slow, then lets health judge it.
-        tokio::task::spawn_local(async move {
-            tokio::time::sleep(SLOW.saturating_sub(now())).await;
-            slow.set_override(Override::Closed);
-            tokio::time::sleep(AUTOMATIC.saturating_sub(now())).await;
-            slow.set_override(Override::Automatic);
-        });
-        let watchdog = knobs.timeout + Duration::from_secs(1);
-        let outcomes = stack::gets(&service, CLIENTS, THINK, LOAD_END, watchdog).await;
-        let mut out = out.borrow_mut();
-        out.outcomes = outcomes;
-        out.events = recorder.events();
-        out.run = Run {
-            coverage: recorder.coverage(),
-            trace: trace(&out.events),
-        };
-        out.lagged = recorder.lagged();
-        Ok(())
+        tokio::time::sleep(SLOW.saturating_sub(now())).await;
+        slow.set_override(Override::Closed);
+        tokio::time::sleep(AUTOMATIC.saturating_sub(now())).await;
+        slow.set_override(Override::Automatic);
     });
-
-    world
-        .run()
-        .unwrap_or_else(|e| panic!("the simulation failed: {e}"));
-    let seen = seen.take();
-    show_trace(&seen.run.trace);
     let outcomes = &seen.outcomes;
     let summary = tally(outcomes);
-    assert_eq!(seen.lagged, 0, "the recorder lost events");
     assert!(outcomes.len() > 1000, "too little load: {summary:?}");
     assert_accounted(outcomes, knobs.timeout);
 

@@ -635,8 +635,14 @@ mod tests {
         let kind = |b: HealthPolicyBuilder| b.build().expect_err("rejected").kind();
         assert_eq!(kind(b().jitter(-0.1)), ConfigErrorKind::TooSmall);
         assert_eq!(kind(b().jitter(1.0)), ConfigErrorKind::TooLarge);
-        assert_eq!(kind(b().success_rate(0.0, SEC, 1)), ConfigErrorKind::TooSmall);
-        assert_eq!(kind(b().success_rate(1.5, SEC, 1)), ConfigErrorKind::TooLarge);
+        assert_eq!(
+            kind(b().success_rate(0.0, SEC, 1)),
+            ConfigErrorKind::TooSmall
+        );
+        assert_eq!(
+            kind(b().success_rate(1.5, SEC, 1)),
+            ConfigErrorKind::TooLarge
+        );
         // The edges that are allowed.
         assert!(
             b().success_rate(1.0, Duration::from_nanos(1), 1)

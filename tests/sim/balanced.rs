@@ -138,7 +138,7 @@ where
         let (service, dispatches, connector) = stack(&peers, &HOSTS, &knobs, seed);
         tokio::task::spawn_local(operator(peers.clone()));
         let watchdog = knobs.timeout + Duration::from_secs(1);
-        let outcomes = stack::gets(&service, CLIENTS, THINK, until, watchdog).await;
+        let outcomes = stack::gets(service, CLIENTS, THINK, until, watchdog).await;
         let events = recorder.events();
         *out.borrow_mut() = Seen {
             outcomes,

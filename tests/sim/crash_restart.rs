@@ -16,7 +16,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use http::Method;
 use redial::retry::Budget;
 
 use crate::harness::net::Target;
@@ -82,33 +81,19 @@ pub fn run(seed: u64) -> Run {
         let recorder = Recorder::start(&peers);
         let (proto, _connector) = stack::redial(&peers, Target::new("server"), &knobs, seed);
         let watchdog = knobs.deadline() + Duration::from_secs(1);
-        let mut tasks = Vec::new();
-        for client in 0..CLIENTS {
-            let mut service = proto.clone();
-            let out = Rc::clone(&out);
-            tasks.push(tokio::task::spawn_local(async move {
-                let mut n = 0;
-                while now() < LOAD_END {
-                    let id = client * 1_000_000 + n;
-                    n += 1;
-                    let outcome = stack::send(&mut service, Method::GET, id, watchdog).await;
-                    out.borrow_mut().outcomes.push(outcome);
-                    tokio::time::sleep(THINK).await;
-                }
-            }));
-        }
-        drop(proto);
         let handle = peers.get("server").expect("tracked");
-        for at in [BASELINE_AT, RECOVERED_AT] {
-            tokio::time::sleep(at.saturating_sub(now())).await;
-            out.borrow_mut()
-                .open
-                .push((now(), handle.snapshot().open_connections));
-        }
-        for task in tasks {
-            task.await?;
-        }
+        let samples = async {
+            for at in [BASELINE_AT, RECOVERED_AT] {
+                tokio::time::sleep(at.saturating_sub(now())).await;
+                out.borrow_mut()
+                    .open
+                    .push((now(), handle.snapshot().open_connections));
+            }
+        };
+        let load = stack::gets(proto, CLIENTS, THINK, LOAD_END, watchdog);
+        let (outcomes, ()) = tokio::join!(load, samples);
         let mut out = out.borrow_mut();
+        out.outcomes = outcomes;
         out.open_at_end = Some(handle.snapshot().open_connections);
         let events = recorder.events();
         out.run = Run {

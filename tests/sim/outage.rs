@@ -15,7 +15,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use http::Method;
 use redial::backoff::{Backoff, Jitter};
 use redial::retry::Budget;
 
@@ -23,7 +22,7 @@ use crate::harness::net::Target;
 use crate::harness::record::{Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
 use crate::harness::sweep::{Run, show_trace};
-use crate::harness::{Fault, Settings, World, now, when};
+use crate::harness::{Fault, Settings, World, when};
 use crate::stack::{self, Ended, Knobs, Outcome, assert_accounted, tally};
 
 const MS: Duration = Duration::from_millis(1);
@@ -80,29 +79,11 @@ pub fn run(seed: u64) -> Run {
         let recorder = Recorder::start(&peers);
         let (proto, _connector) = stack::redial(&peers, Target::new("server"), &knobs, seed);
         let watchdog = knobs.deadline() + Duration::from_secs(1);
-        let mut tasks = Vec::new();
-        for client in 0..CLIENTS {
-            let mut service = proto.clone();
-            let out = Rc::clone(&out);
-            tasks.push(tokio::task::spawn_local(async move {
-                let mut n = 0;
-                while now() < LOAD_END {
-                    let outcome =
-                        stack::send(&mut service, Method::GET, client * 1_000_000 + n, watchdog)
-                            .await;
-                    n += 1;
-                    out.borrow_mut().outcomes.push(outcome);
-                    tokio::time::sleep(THINK).await;
-                }
-            }));
-        }
-        drop(proto);
-        for task in tasks {
-            task.await?;
-        }
+        let outcomes = stack::gets(proto, CLIENTS, THINK, LOAD_END, watchdog).await;
         let handle = peers.get("server").expect("tracked");
         let events = recorder.events();
         let mut out = out.borrow_mut();
+        out.outcomes = outcomes;
         out.open_at_end = Some(handle.snapshot().open_connections);
         out.run = Run {
             coverage: recorder.coverage(),

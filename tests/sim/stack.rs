@@ -198,11 +198,12 @@ where
     }
 }
 
-/// `clients` loops, each over its own clone of `service`, send GETs back to back (pausing
-/// `think` after each) until `until`; returns every outcome once all have finished. Request
-/// ids are `client × 1 000 000 + n`.
+/// `clients` loops, each over its own clone of `service` (the last over `service` itself, so
+/// that no unused member of the family is left idle), send GETs back to back (pausing `think`
+/// after each) until `until`; returns every outcome once all have finished. Request ids are
+/// `client × 1 000 000 + n`.
 pub async fn gets<S>(
-    service: &S,
+    service: S,
     clients: u64,
     think: Duration,
     until: Duration,
@@ -212,9 +213,10 @@ where
     S: Service<Req, Response = http::Response<bytes::Bytes>, Error = BoxError> + Clone + 'static,
 {
     let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let mut services: Vec<S> = (1..clients).map(|_| service.clone()).collect();
+    services.push(service);
     let mut tasks = Vec::new();
-    for client in 0..clients {
-        let mut service = service.clone();
+    for (client, mut service) in (0..clients).zip(services) {
         let outcomes = Rc::clone(&outcomes);
         tasks.push(tokio::task::spawn_local(async move {
             let mut n = 0;

@@ -692,6 +692,44 @@ async fn fails_with_no_healthy_peers_at_exactly_the_wait_and_recovers_at_once() 
     assert!(poll_ready(&mut svc, &wakes).is_pending());
 }
 
+/// A caller that stopped waiting (its `ready()` dropped by a `select!`) leaves no debt: whoever
+/// comes back long after waits a whole wait of its own before failing, rather than failing at
+/// once on an unreadiness nobody watched. A caller still waiting, woken late, does fail.
+#[tokio::test(start_paused = true)]
+async fn a_wait_abandoned_long_ago_starts_over_but_a_late_wake_up_still_fails() {
+    let inner = Switch::default();
+    let mut svc = FailFastLayer::new(3 * SEC).layer(inner.clone());
+    let wakes = Arc::new(Wakes::default());
+
+    assert!(poll_ready(&mut svc, &wakes).is_pending());
+    // Abandoned; an hour later another caller looks.
+    advance(3_600 * SEC).await;
+    assert!(
+        poll_ready(&mut svc, &wakes).is_pending(),
+        "an hour-old wait nobody watched fails the new caller at once"
+    );
+    assert!(!svc.is_failing());
+    advance(3 * SEC - MS).await;
+    assert!(poll_ready(&mut svc, &wakes).is_pending());
+    // This caller's wake-up comes late (a busy runtime), yet within a wait of the deadline:
+    // it has waited long enough and fails.
+    advance(SEC).await;
+    assert!(matches!(poll_ready(&mut svc, &wakes), Poll::Ready(Ok(()))));
+    let error = svc.call(1).await.unwrap_err();
+    assert_eq!(
+        error
+            .downcast_ref::<NoHealthyPeers>()
+            .unwrap()
+            .unready_for(),
+        3 * SEC - MS + SEC
+    );
+
+    // Once failing, calls keep failing at once however long the gaps, until it is ready.
+    advance(3_600 * SEC).await;
+    assert!(matches!(poll_ready(&mut svc, &wakes), Poll::Ready(Ok(()))));
+    assert!(svc.is_failing());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_error_carries_the_health_report() {
     let peers = peers();

@@ -109,7 +109,7 @@ impl<S> Layer<S> for FailFastLayer {
             inner,
             wait: self.wait,
             health: self.health.clone(),
-            down_since: None,
+            down: Down::No,
             timer: None,
             ready: Readiness::NotPolled,
         }
@@ -131,15 +131,31 @@ impl<S> Layer<S> for FailFastLayer {
 /// balancer keeps following discovery and the first ready peer ends the failing at once. While
 /// waiting, one timer is armed for the end of the wait; nothing spins.
 ///
+/// The wait is counted while somebody waits. A caller that stops polling (a `ready()` dropped
+/// by a `select!`, say) and comes back more than a whole wait after the wait would have ended
+/// starts a new wait: nobody saw the inner service in between, so its old unreadiness is no
+/// reason to fail the new caller at once. Once calls fail fast, they keep failing until the
+/// inner service is ready.
+///
 /// A clone has its own clock and is not ready until polled.
 pub struct FailFast<S> {
     inner: S,
     wait: Duration,
     health: Option<watch::Receiver<HealthReport>>,
-    /// Since when the inner service has not been ready.
-    down_since: Option<Instant>,
+    down: Down,
     timer: Option<Pin<Box<Sleep>>>,
     ready: Readiness,
+}
+
+/// What the service last saw of its inner service's readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Down {
+    /// Ready at the last look (or not looked at yet).
+    No,
+    /// Not ready since `since`; callers wait for the end of the wait.
+    Waiting { since: Instant },
+    /// Not ready since `since`, longer than the wait: calls fail at once.
+    Failing { since: Instant },
 }
 
 /// What the last `Ready(Ok(()))` promised the next call.
@@ -168,8 +184,12 @@ impl<S> FailFast<S> {
 
     fn no_healthy_peers(&self) -> NoHealthyPeers {
         let now = Instant::now();
+        let since = match self.down {
+            Down::Waiting { since } | Down::Failing { since } => since,
+            Down::No => now,
+        };
         NoHealthyPeers {
-            waited: now.saturating_duration_since(self.down_since.unwrap_or(now)),
+            waited: now.saturating_duration_since(since),
             wait: self.wait,
             report: self.health.as_ref().map(|rx| *rx.borrow()),
         }
@@ -189,7 +209,7 @@ where
         self.ready = Readiness::NotPolled;
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                self.down_since = None;
+                self.down = Down::No;
                 self.ready = Readiness::Call;
                 return Poll::Ready(Ok(()));
             }
@@ -197,12 +217,23 @@ where
             Poll::Pending => {}
         }
         let now = Instant::now();
-        let at = deadline(*self.down_since.get_or_insert(now), self.wait);
+        let since = match self.down {
+            Down::Failing { since } => since,
+            // A caller still waiting is woken at the wait's end, so a look more than a whole
+            // wait after that comes from a caller that had stopped waiting.
+            Down::Waiting { since } if now < deadline(deadline(since, self.wait), self.wait) => {
+                since
+            }
+            Down::Waiting { .. } | Down::No => now,
+        };
+        let at = deadline(since, self.wait);
         if now >= at {
             // The inner service's own wake-up stays registered: its readiness ends this.
+            self.down = Down::Failing { since };
             self.ready = Readiness::Fail;
             return Poll::Ready(Ok(()));
         }
+        self.down = Down::Waiting { since };
         let timer = self.timer.get_or_insert_with(|| Box::pin(sleep_until(at)));
         if timer.deadline() != at {
             timer.as_mut().reset(at);
@@ -228,7 +259,7 @@ impl<S: Clone> Clone for FailFast<S> {
             inner: self.inner.clone(),
             wait: self.wait,
             health: self.health.clone(),
-            down_since: None,
+            down: Down::No,
             timer: None,
             ready: Readiness::NotPolled,
         }
@@ -240,7 +271,7 @@ impl<S: fmt::Debug> fmt::Debug for FailFast<S> {
         f.debug_struct("FailFast")
             .field("inner", &self.inner)
             .field("wait", &self.wait)
-            .field("down_since", &self.down_since)
+            .field("down", &self.down)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
     }

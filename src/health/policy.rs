@@ -324,7 +324,8 @@ impl<C> HealthPolicyBuilder<C> {
     }
 
     /// Also ejects the peer when fewer than `min_rate` (in `(0, 1]`) of the requests that
-    /// ended over the last `window` succeeded, once at least `min_requests` (1 or more) did.
+    /// ended over the last `window` succeeded, once at least `min_requests` did (from 1 up to
+    /// 20 971 500, the most outcomes a window counts).
     /// Finagle's failure accrual uses 0.8 over 30 s. The window belongs to the layer, shared
     /// by its services and their clones, and slides by a tenth of its length.
     pub fn success_rate(mut self, min_rate: f64, window: Duration, min_requests: u32) -> Self {
@@ -448,6 +449,18 @@ impl<C> HealthPolicyBuilder<C> {
                     "success_rate",
                     ConfigErrorKind::Zero,
                     "min_requests of 0 would judge a rate from no requests; use 1 or more".into(),
+                );
+            }
+            if u64::from(rate.min_requests) > super::window::MAX_COUNTED {
+                return bad(
+                    "success_rate",
+                    ConfigErrorKind::TooLarge,
+                    format!(
+                        "min_requests of {} is more than the window can count ({}), so the rate \
+                         would never be judged; use a smaller minimum",
+                        rate.min_requests,
+                        super::window::MAX_COUNTED
+                    ),
                 );
             }
         }
@@ -618,6 +631,7 @@ mod tests {
             (1.5, SEC, 1),
             (0.8, Duration::ZERO, 1),
             (0.8, SEC, 0),
+            (0.8, SEC, u32::MAX),
         ] {
             assert_eq!(field(b().success_rate(rate, window, min)), "success_rate");
         }
@@ -643,7 +657,15 @@ mod tests {
             kind(b().success_rate(1.5, SEC, 1)),
             ConfigErrorKind::TooLarge
         );
+        assert_eq!(
+            kind(b().success_rate(0.8, SEC, u32::MAX)),
+            ConfigErrorKind::TooLarge
+        );
         // The edges that are allowed.
+        let most = u32::try_from(super::super::window::MAX_COUNTED).expect("fits");
+        assert_eq!(most, 20_971_500, "the figure `success_rate`'s docs give");
+        assert!(b().success_rate(0.8, SEC, most).build().is_ok());
+        assert!(b().success_rate(0.8, SEC, most + 1).build().is_err());
         assert!(
             b().success_rate(1.0, Duration::from_nanos(1), 1)
                 .build()

@@ -15,6 +15,9 @@ const COUNT_BITS: u32 = 20;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const TAG_SHIFT: u32 = 2 * COUNT_BITS;
 const TAG_MASK: u64 = (1 << (64 - TAG_SHIFT)) - 1;
+/// The most outcomes a window can hold (every bucket full of both): a `min_requests` above it
+/// could never be reached, so the policy's builder refuses it.
+pub(crate) const MAX_COUNTED: u64 = 2 * BUCKETS as u64 * COUNT_MAX;
 
 /// Outcomes that ended over the last `window`, shared by a layer's services and clones.
 ///

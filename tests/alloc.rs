@@ -1,7 +1,8 @@
 //! The hot path allocates nothing: recording outcomes on a peer, by handle or by key, once the
 //! peer is warm (its last-error buffer is reserved on the first failure, by design), and a call
 //! through a connected `Reconnect` service, a call through `Retry` that succeeds at once, and a
-//! call through `Health`, let through or refused.
+//! call through `Health`, let through or refused, and a call through a balanced stack's
+//! per-peer `PenalizedPending` and its `FailFast` while a peer is ready.
 //!
 //! Counts allocations with a counting global allocator, on this test's thread only, so the test
 //! harness's own threads cannot disturb the count.
@@ -13,6 +14,7 @@ use std::future::{Future, Ready, ready};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use redial::health::balance::{FailFastLayer, PenalizedPendingLayer};
 use redial::health::{HealthLayer, HealthPolicy};
 use redial::peers::{PeerState, Peers};
 use redial::reconnect::ReconnectLayer;
@@ -287,4 +289,39 @@ fn a_health_service_does_not_allocate_per_call_let_through_or_refused() {
     });
     assert_eq!(n, 0, "refusing a call to an ejected peer allocated");
     assert_eq!(events.try_recv(), Ok(None), "no event per refusal");
+}
+
+#[test]
+fn the_balanced_stacks_own_layers_do_not_allocate_per_call_while_a_peer_is_ready() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    // The load is an Arc shared with clones, taken once per service, never per call.
+    let mut penalized = PenalizedPendingLayer::new().layer(Echo);
+    // Its timer is armed only while the inner service is not ready.
+    let mut fail_fast = FailFastLayer::new(Duration::from_secs(3)).layer(Echo);
+    let mut both =
+        FailFastLayer::new(Duration::from_secs(3)).layer(PenalizedPendingLayer::new().layer(Echo));
+    assert_eq!(call_once(&mut penalized, &mut cx, 0), 0);
+    assert_eq!(call_once(&mut fail_fast, &mut cx, 0), 0);
+    assert_eq!(call_once(&mut both, &mut cx, 0), 0);
+
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut penalized, &mut cx, i), i);
+        }
+    });
+    assert_eq!(n, 0, "a call through PenalizedPending allocated");
+    assert_eq!(penalized.pending(), 0, "every call was counted out again");
+    let n = allocations_during(|| {
+        for i in 1..=1_000 {
+            assert_eq!(call_once(&mut fail_fast, &mut cx, i), i);
+            assert_eq!(call_once(&mut both, &mut cx, i), i);
+        }
+    });
+    assert_eq!(n, 0, "a call through FailFast to a ready service allocated");
+    assert!(!fail_fast.is_failing());
 }

@@ -148,6 +148,14 @@ impl Service<&'static str> for Connect {
     }
 }
 
+/// A runtime to enter, for the timers layers create (never per call on these paths).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
 /// `poll_ready`, `call`, and the response polled to completion, all expected ready at once.
 fn call_once<S>(service: &mut S, cx: &mut Context<'_>, request: u64) -> u64
 where
@@ -167,10 +175,7 @@ where
 #[test]
 fn a_connected_reconnect_service_does_not_allocate_per_call() {
     // Timers are only used while not connected; a runtime is entered in case.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let _guard = rt.enter();
     let peers: Peers<&'static str> = Peers::builder().seed(3).build().expect("valid config");
     let mut events = peers.subscribe();
@@ -201,10 +206,7 @@ fn a_connected_reconnect_service_does_not_allocate_per_call() {
 
 #[test]
 fn a_retry_service_whose_call_succeeds_does_not_allocate() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let _guard = rt.enter();
     let peers: Peers<&'static str> = Peers::builder().seed(4).build().expect("valid config");
     let mut events = peers.subscribe();
@@ -243,10 +245,7 @@ fn a_retry_service_whose_call_succeeds_does_not_allocate() {
 
 #[test]
 fn a_health_service_does_not_allocate_per_call_let_through_or_refused() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let _guard = rt.enter();
     let peers: Peers<&'static str> = Peers::builder().seed(5).build().expect("valid config");
     let mut events = peers.subscribe();
@@ -293,10 +292,7 @@ fn a_health_service_does_not_allocate_per_call_let_through_or_refused() {
 
 #[test]
 fn the_balanced_stacks_own_layers_do_not_allocate_per_call_while_a_peer_is_ready() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     // The load is an Arc shared with clones, taken once per service, never per call.

@@ -516,9 +516,14 @@ async fn passing_checks_leave_a_passive_ejection_alone_but_a_recovery_ends_it() 
     script.set("db", Mode::Up);
     sleep_until(start + 56 * SECOND).await; // successes at 50 and 55 s
     assert_eq!(db.state(), PeerState::Idle);
+    // The take-over at 45 s is published: the check has it down now.
     assert_eq!(
         transitions(&mut events, start),
-        [("db", Duration::ZERO, "ejected"), ("db", 55 * SECOND, "up")]
+        [
+            ("db", Duration::ZERO, "ejected"),
+            ("db", 45 * SECOND, "down"),
+            ("db", 55 * SECOND, "up")
+        ]
     );
 
     drop(checker);

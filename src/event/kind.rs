@@ -59,7 +59,9 @@ pub enum EventKind {
         /// What ruled it out.
         reason: NotRetriedReason,
     },
-    /// Health took the peer out of use.
+    /// Health took the peer out of use. Also published when an active check or a manual
+    /// override takes over an ejection in effect: the same ejection (same `times`), now with
+    /// the new cause and no end of its own.
     Ejected {
         /// For how long before probes may test it; `None` for an ejection that lasts until
         /// whoever made it says otherwise (an active check, a manual override).

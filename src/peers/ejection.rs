@@ -77,11 +77,7 @@ impl<K: PeerKey> Shared<K> {
             }
             (_, Some(Ejection { cause, .. })) if cause != EjectionCause::Outlier => false,
             (_, Some(_)) => {
-                st.ejection = Some(Ejection {
-                    until: None,
-                    cause: EjectionCause::Check,
-                });
-                self.new_generation(&mut st);
+                self.take_over_ejection(t, &mut st, EjectionCause::Check, now);
                 true
             }
             _ if before == PeerState::Exhausted => false,
@@ -128,12 +124,8 @@ impl<K: PeerKey> Shared<K> {
                 self.begin_ejection(t, &mut st, None, EjectionCause::Manual, now);
                 self.settle(t, &st, before, now);
             }
-            (Override::Open, Some(_)) => {
-                st.ejection = Some(Ejection {
-                    until: None,
-                    cause: EjectionCause::Manual,
-                });
-                self.new_generation(&mut st);
+            (Override::Open, Some(e)) if e.cause != EjectionCause::Manual => {
+                self.take_over_ejection(t, &mut st, EjectionCause::Manual, now);
                 unlock_and_wake(st);
             }
             (Override::Closed, Some(_)) => self.end_ejection(t, st, now),
@@ -238,6 +230,29 @@ impl<K: PeerKey> Shared<K> {
                 duration,
                 cause,
                 times,
+            },
+        );
+    }
+
+    /// An ejection in effect becomes `cause`'s, lasting until it says otherwise: the same
+    /// ejection (not counted again), but no longer ended by probes or its time, so watchers
+    /// are told its new cause.
+    fn take_over_ejection(
+        &self,
+        t: &Tracker<K>,
+        st: &mut TrackerState,
+        cause: EjectionCause,
+        now: Instant,
+    ) {
+        st.ejection = Some(Ejection { until: None, cause });
+        self.new_generation(st);
+        self.events.publish(
+            &t.key,
+            now,
+            EventKind::Ejected {
+                duration: None,
+                cause,
+                times: st.times_ejected,
             },
         );
     }

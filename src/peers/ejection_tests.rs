@@ -206,6 +206,54 @@ async fn checks_overrides_and_outliers_each_end_only_their_own_ejections() {
     assert!(matches!(peer.admit(1, None), Admission::Open));
 }
 
+/// Watchers learn when an ejection changes hands: it is the same ejection (same count), with
+/// a new cause and no end of its own.
+#[tokio::test(start_paused = true)]
+async fn a_check_or_an_override_taking_over_an_ejection_is_published() {
+    let (peers, p) = table(1);
+    let peer = &p[0];
+    let mut events = peers.subscribe();
+    let mut ejections = move || {
+        let mut seen = Vec::new();
+        while let Some(event) = events.try_recv().unwrap() {
+            if let EventKind::Ejected {
+                duration,
+                cause,
+                times,
+            } = event.kind
+            {
+                seen.push((duration, cause, times));
+            }
+        }
+        seen
+    };
+    peer.eject_outlier(None, fixed(SECOND)).unwrap();
+    assert!(peer.eject_by_check());
+    assert_eq!(
+        ejections(),
+        [
+            (Some(SECOND), EjectionCause::Outlier, 1),
+            (None, EjectionCause::Check, 1)
+        ]
+    );
+    // A check's own ejection is not taken over by another check.
+    assert!(!peer.eject_by_check());
+    peer.set_override(Override::Open);
+    peer.set_override(Override::Open);
+    assert_eq!(ejections(), [(None, EjectionCause::Manual, 1)], "once");
+    peer.set_override(Override::Automatic);
+    peer.eject_outlier(None, fixed(SECOND)).unwrap();
+    peer.set_override(Override::Open);
+    assert_eq!(
+        ejections(),
+        [
+            (Some(SECOND), EjectionCause::Outlier, 2),
+            (None, EjectionCause::Manual, 2)
+        ]
+    );
+    assert_eq!(peer.snapshot().times_ejected, 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_peer_is_left_to_reconnect_but_can_be_forced_open() {
     let peers: Peers<&str> = Peers::builder()

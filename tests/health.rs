@@ -770,6 +770,29 @@ async fn a_window_that_tripped_starts_over() {
     assert_eq!(health_events(&mut s.events), [skipped(SkipReason::Shadow)]);
 }
 
+/// A probe whose ejection ended without it (restored by hand while it was out) restores
+/// nothing, so it must not wipe what the window saw since: its success is one more outcome.
+#[tokio::test(start_paused = true)]
+async fn a_stale_probes_success_counts_in_the_window_and_clears_nothing() {
+    let mut s = setup(
+        policy()
+            .consecutive_failures(None)
+            .success_rate(0.5, 10 * SEC, 4),
+    );
+    assert!(s.peer.eject(SEC));
+    tokio::time::sleep(SEC).await;
+    s.backend.reply(Reply::Slow(5 * SEC));
+    assert!(poll_ready_once(&mut s.service).await.is_ready());
+    let probe = s.service.call(1);
+    assert!(s.peer.restore());
+    fail(&mut s, 3).await; // under the volume of 4
+    assert_eq!(probe.await.unwrap(), 1);
+    assert_eq!(s.peer.state(), PeerState::Idle);
+    // 3 failures and the probe's success in the window: one more failure makes 1 in 5.
+    fail(&mut s, 1).await;
+    assert_eq!(s.peer.state(), PeerState::Ejected, "the window was wiped");
+}
+
 /// A response of 0 is a failure, as a 503 is to the HTTP classifier.
 #[derive(Clone, Copy)]
 struct ZeroIsFailure;

@@ -119,20 +119,19 @@ impl<K: PeerKey, C> Shared<K, C> {
     pub(crate) fn record(&self, probe: Option<ProbePermit<K>>, failed: bool) {
         match (probe, failed) {
             (Some(permit), false) => {
-                permit.succeeded();
-                // The peer is back: what the window saw before is about the peer it was.
-                if let Some(window) = &self.window {
-                    window.clear();
+                if permit.succeeded() {
+                    // The peer is back: what the window saw before is about the peer it was.
+                    if let Some(window) = &self.window {
+                        window.clear();
+                    }
+                } else {
+                    // The ejection it probed had ended without it: the window's outcomes are
+                    // about the peer as it is, and this is one more of them.
+                    self.record_success();
                 }
             }
             (Some(permit), true) => permit.failed(|history| self.plan(history, false)),
-            (None, false) => {
-                // Lock-free and, without a window, free of clock reads: the happy path.
-                self.peer.health_success();
-                if let Some(window) = &self.window {
-                    window.success(Instant::now());
-                }
-            }
+            (None, false) => self.record_success(),
             (None, true) => {
                 let run = self.peer.health_failure();
                 let by_count = self
@@ -148,6 +147,15 @@ impl<K: PeerKey, C> Shared<K, C> {
                     self.trip();
                 }
             }
+        }
+    }
+
+    /// A success outside a deciding probe. Lock-free and, without a window, free of clock
+    /// reads: the happy path.
+    fn record_success(&self) {
+        self.peer.health_success();
+        if let Some(window) = &self.window {
+            window.success(Instant::now());
         }
     }
 

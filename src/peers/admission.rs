@@ -102,13 +102,15 @@ impl<K: PeerKey> ProbePermit<K> {
     }
 
     /// The probe succeeded: the peer is restored and its multiplier decays by one step.
-    pub(crate) fn succeeded(mut self) {
+    /// Returns false if the ejection it probed had ended already (another probe, a restore):
+    /// then it restored nothing, and its success is an ordinary one.
+    pub(crate) fn succeeded(mut self) -> bool {
         self.finished = true;
         self.handle.shared.probe_finished(
             &self.handle.tracker,
             self.generation,
             ProbeOutcome::<fn(EjectionHistory) -> EjectionPlan>::Succeeded,
-        );
+        )
     }
 
     /// The probe failed: the peer is ejected again, as `plan` says.

@@ -163,19 +163,22 @@ impl<K: PeerKey> Shared<K> {
         }
     }
 
+    /// Ends a probe of the ejection of `generation`; false if that ejection had ended, and the
+    /// probe decided nothing.
     pub(super) fn probe_finished<P>(
         &self,
         t: &Tracker<K>,
         generation: u64,
         outcome: ProbeOutcome<P>,
-    ) where
+    ) -> bool
+    where
         P: FnOnce(EjectionHistory) -> EjectionPlan,
     {
         let now = Instant::now();
         let mut st = t.lock();
         if st.ejection_generation != generation {
             // A probe of an ejection that already ended: it decides nothing.
-            return;
+            return false;
         }
         st.probes_out = st.probes_out.saturating_sub(1);
         match outcome {
@@ -189,6 +192,7 @@ impl<K: PeerKey> Shared<K> {
             }
             ProbeOutcome::Released => unlock_and_wake(st),
         }
+        true
     }
 
     /// Health would have ejected the peer but `reason` held it back.

@@ -102,7 +102,7 @@ async fn probe_slots_open_when_the_time_is_over_and_are_counted() {
     assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     assert!(matches!(peer.admit(2, None), Admission::Probe(_)));
     // The first success restores the peer.
-    first.succeeded();
+    assert!(first.succeeded());
     assert_eq!(peer.state(), PeerState::Idle);
     assert!(matches!(peer.admit(2, None), Admission::Open));
 }
@@ -119,7 +119,7 @@ async fn a_probe_of_an_earlier_ejection_decides_nothing() {
     // Restored by hand and ejected again while the probe was out.
     assert!(peer.restore());
     peer.eject_outlier(None, fixed(10 * SECOND)).unwrap();
-    stale.succeeded();
+    assert!(!stale.succeeded(), "it restored nothing");
     assert_eq!(peer.state(), PeerState::Ejected);
     let times = peer.snapshot().times_ejected;
     advance(10 * SECOND).await;

@@ -12,6 +12,8 @@
 //!   the clock (tokio's and std's), a small per-peer lock, and one cache line of atomics per
 //!   peer walked in the same shuffled order, with and without a clock read: the floor the
 //!   tracker's layout (outcome counters alone in one line) can reach at each table size.
+//! - `one_peer::*` records on one peer of each table, again and again: the table's size alone,
+//!   with no cold peer, so that growth in `handle::*` can be told apart from growth in the code.
 //! - `threads::*` has two threads record for two different peers, to show what the peers share.
 //! - `memory::*` times nothing of interest: it is there for the allocation figures, from which
 //!   BENCHMARKS.md derives bytes per tracked peer.
@@ -140,6 +142,37 @@ mod by_key {
         }
         let mut keys = keys(n);
         bencher.bench_local(|| assert!(peers.record_failure(keys.next(), error())));
+    }
+}
+
+/// One peer of a table of `n`, recorded on again and again: what the table's size alone costs a
+/// record, with the memory hierarchy held still (the peer stays in cache at every size). Beside
+/// `handle` and `by_key`, which walk the whole table, this splits the growth they show into
+/// what the code does with a larger table (here) and what a cold peer costs (there).
+mod one_peer {
+    use super::*;
+
+    #[divan::bench(args = SIZES)]
+    fn handle_record_success(bencher: Bencher, n: usize) {
+        let (_peers, handles) = table(n);
+        let handle = &handles[n / 2];
+        bencher.bench_local(|| handle.record_success());
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn handle_record_failure(bencher: Bencher, n: usize) {
+        let (_peers, handles) = table(n);
+        let handle = &handles[n / 2];
+        handle.record_failure(error());
+        bencher.bench_local(|| handle.record_failure(error()));
+    }
+
+    #[divan::bench(args = SIZES)]
+    fn by_key_record_success(bencher: Bencher, n: usize) {
+        let (peers, handles) = table(n);
+        drop(handles);
+        let key = (n / 2) as u64;
+        bencher.bench_local(|| assert!(peers.record_success(black_box(&key))));
     }
 }
 

@@ -55,7 +55,8 @@ impl fmt::Debug for BrokenConnection {
 /// The default classifier: true when `error`, or any error in its `source()` chain, is an
 /// `io::Error` of a kind that ends a connection (reset, aborted, broken pipe, not connected,
 /// unexpected end of file), or, with feature `hyper`, a `hyper::Error` saying the connection
-/// closed, was canceled, or cut a message short.
+/// closed, was canceled, cut a message short, or timed out (an HTTP/2 keep-alive ping that
+/// went unanswered, after which hyper has closed the connection).
 pub fn is_connection_lost(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
@@ -73,7 +74,13 @@ pub fn is_connection_lost(error: &(dyn Error + 'static)) -> bool {
         }
         #[cfg(feature = "hyper")]
         if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            if hyper.is_closed() || hyper.is_canceled() || hyper.is_incomplete_message() {
+            // On a client, hyper's only timeout is HTTP/2's keep-alive: the ping went
+            // unanswered and hyper has already closed the connection.
+            if hyper.is_closed()
+                || hyper.is_canceled()
+                || hyper.is_incomplete_message()
+                || hyper.is_timeout()
+            {
                 return true;
             }
         }

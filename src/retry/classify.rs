@@ -93,6 +93,7 @@ pub trait Replay<Req> {
 /// | (feature `hyper`) a hyper-util client error whose `is_connect()` is true | `Transparent` |
 /// | `io::Error` `NotConnected`, `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`, `TimedOut` | `Retry` |
 /// | (feature `hyper`) a `hyper::Error` for an incomplete message (the connection closed mid-request) | `Retry` |
+/// | (feature `hyper`) a `hyper::Error` whose `is_timeout()` is true (an HTTP/2 keep-alive ping went unanswered and the connection was closed mid-request) | `Retry` |
 /// | redial's [`AttemptTimedOut`](super::AttemptTimedOut), tower's timeout `Elapsed` (a `TimeoutLayer` below the retry) | `Retry` |
 /// | anything else, redial's `Exhausted` included (the peer's policy gave up) | `DontRetry` |
 ///
@@ -167,6 +168,12 @@ pub fn classify_error(error: &(dyn Error + 'static)) -> Decision {
             // safe HTTP/1 retry, and hyper reports it without an io error underneath.
             if hyper.is_incomplete_message() {
                 return Decision::retry("incomplete message");
+            }
+            // A client's only timeout in hyper is HTTP/2's keep-alive: a ping went unanswered
+            // and the connection was closed under the request, which may have been executed.
+            // An `io::Error` of kind `TimedOut` is retried the same way.
+            if hyper.is_timeout() {
+                return Decision::retry("keep-alive timeout");
             }
         }
         next = error.source();

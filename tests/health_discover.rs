@@ -730,6 +730,26 @@ async fn a_wait_abandoned_long_ago_starts_over_but_a_late_wake_up_still_fails() 
     assert!(svc.is_failing());
 }
 
+/// A short wait still ends in failing: its caller is woken on the timer's millisecond tick, or
+/// later on a busy runtime, well past the wait's end, and that must not pass for a caller who
+/// gave up (which would start the wait over at every wake-up, for ever).
+#[tokio::test(start_paused = true)]
+async fn a_short_wait_woken_late_fails_instead_of_starting_over() {
+    let tiny = Duration::from_micros(100);
+    let mut svc = FailFastLayer::new(tiny).layer(Switch::default());
+    let ready = tokio::time::timeout(SEC, svc.ready()).await;
+    let ready = ready.expect("a 100 µs wait never ended");
+    assert!(ready.unwrap().is_failing());
+
+    // A 10 ms wait whose caller's wake-up comes 15 ms late (a stalled runtime).
+    let wakes = Arc::new(Wakes::default());
+    let mut svc = FailFastLayer::new(10 * MS).layer(Switch::default());
+    assert!(poll_ready(&mut svc, &wakes).is_pending());
+    advance(25 * MS).await;
+    assert!(matches!(poll_ready(&mut svc, &wakes), Poll::Ready(Ok(()))));
+    assert!(svc.is_failing());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_error_carries_the_health_report() {
     let peers = peers();

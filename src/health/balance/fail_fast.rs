@@ -29,7 +29,9 @@ pub struct NoHealthyPeers {
 }
 
 impl NoHealthyPeers {
-    /// How long no peer has been ready, at the time of the call.
+    /// How long the service had watched its inner service stay unready, at the time of the
+    /// call: since the start of the wait that ended in failing. A wait whose caller gave up
+    /// and that started over counts from the new start.
     pub fn unready_for(&self) -> Duration {
         self.waited
     }
@@ -132,10 +134,10 @@ impl<S> Layer<S> for FailFastLayer {
 /// waiting, one timer is armed for the end of the wait; nothing spins.
 ///
 /// The wait is counted while somebody waits. A caller that stops polling (a `ready()` dropped
-/// by a `select!`, say) and comes back more than a whole wait after the wait would have ended
-/// starts a new wait: nobody saw the inner service in between, so its old unreadiness is no
-/// reason to fail the new caller at once. Once calls fail fast, they keep failing until the
-/// inner service is ready.
+/// by a `select!`, say) and comes back more than a whole wait (and at least a second) after the
+/// wait would have ended starts a new wait: nobody saw the inner service in between, so its old
+/// unreadiness is no reason to fail the new caller at once. Once calls fail fast, they keep
+/// failing until the inner service is ready.
 ///
 /// A clone has its own clock and is not ready until polled.
 pub struct FailFast<S> {
@@ -146,6 +148,9 @@ pub struct FailFast<S> {
     timer: Option<Pin<Box<Sleep>>>,
     ready: Readiness,
 }
+
+/// The least time past a wait's end after which its caller is taken to have given up.
+const ABANDONED_AFTER: Duration = Duration::from_secs(1);
 
 /// What the service last saw of its inner service's readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +185,13 @@ impl<S> FailFast<S> {
     /// Whether calls fail at once now (as of the last `poll_ready`).
     pub fn is_failing(&self) -> bool {
         self.ready == Readiness::Fail
+    }
+
+    /// When a wait that began at `since` counts as given up: a whole wait after its end, and
+    /// never sooner than [`ABANDONED_AFTER`] after it, so that a short wait's late wake-up
+    /// (timers fire on a millisecond tick) still fails rather than starting over for ever.
+    fn abandoned_at(&self, since: Instant) -> Instant {
+        deadline(deadline(since, self.wait), self.wait.max(ABANDONED_AFTER))
     }
 
     fn no_healthy_peers(&self) -> NoHealthyPeers {
@@ -219,11 +231,10 @@ where
         let now = Instant::now();
         let since = match self.down {
             Down::Failing { since } => since,
-            // A caller still waiting is woken at the wait's end, so a look more than a whole
-            // wait after that comes from a caller that had stopped waiting.
-            Down::Waiting { since } if now < deadline(deadline(since, self.wait), self.wait) => {
-                since
-            }
+            // A caller still waiting is woken at the wait's end, give or take the timer's
+            // tick and a busy runtime; a look much later than that comes from a caller that
+            // had stopped waiting.
+            Down::Waiting { since } if now < self.abandoned_at(since) => since,
             Down::Waiting { .. } | Down::No => now,
         };
         let at = deadline(since, self.wait);

@@ -324,10 +324,13 @@ impl<C> HealthPolicyBuilder<C> {
     }
 
     /// Also ejects the peer when fewer than `min_rate` (in `(0, 1]`) of the requests that
-    /// ended over the last `window` succeeded, once at least `min_requests` did (from 1 up to
-    /// 20 971 500, the most outcomes a window counts).
+    /// ended over the last `window` succeeded, once at least `min_requests` did.
     /// Finagle's failure accrual uses 0.8 over 30 s. The window belongs to the layer, shared
     /// by its services and their clones, and slides by a tenth of its length.
+    ///
+    /// A window counts up to 10 485 750 of each outcome, so `min_requests` must be at least 1
+    /// and at most what a window can hold while still under `min_rate`: 20 971 500 for a rate
+    /// above 0.5, 20 971 499 at 0.5, 11 650 833 at 0.1. [`build`](Self::build) refuses more.
     pub fn success_rate(mut self, min_rate: f64, window: Duration, min_requests: u32) -> Self {
         self.values.success_rate = Some(SuccessRate {
             min_rate,
@@ -451,15 +454,15 @@ impl<C> HealthPolicyBuilder<C> {
                     "min_requests of 0 would judge a rate from no requests; use 1 or more".into(),
                 );
             }
-            if u64::from(rate.min_requests) > super::window::MAX_COUNTED {
+            let most = super::window::max_trippable(rate.min_rate);
+            if u64::from(rate.min_requests) > most {
                 return bad(
                     "success_rate",
                     ConfigErrorKind::TooLarge,
                     format!(
-                        "min_requests of {} is more than the window can count ({}), so the rate \
-                         would never be judged; use a smaller minimum",
-                        rate.min_requests,
-                        super::window::MAX_COUNTED
+                        "min_requests of {} can never be reached: a window holds at most {most} \
+                         outcomes that could still fall under a rate of {}; use a smaller minimum",
+                        rate.min_requests, rate.min_rate
                     ),
                 );
             }
@@ -662,10 +665,14 @@ mod tests {
             ConfigErrorKind::TooLarge
         );
         // The edges that are allowed.
-        let most = u32::try_from(super::super::window::MAX_COUNTED).expect("fits");
-        assert_eq!(most, 20_971_500, "the figure `success_rate`'s docs give");
-        assert!(b().success_rate(0.8, SEC, most).build().is_ok());
-        assert!(b().success_rate(0.8, SEC, most + 1).build().is_err());
+        // The figures `success_rate`'s docs give.
+        for (rate, most) in [(0.8, 20_971_500), (0.5, 20_971_499), (0.1, 11_650_833)] {
+            assert!(b().success_rate(rate, SEC, most).build().is_ok(), "{rate}");
+            assert_eq!(
+                kind(b().success_rate(rate, SEC, most + 1)),
+                ConfigErrorKind::TooLarge
+            );
+        }
         assert!(
             b().success_rate(1.0, Duration::from_nanos(1), 1)
                 .build()

@@ -15,9 +15,39 @@ const COUNT_BITS: u32 = 20;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 const TAG_SHIFT: u32 = 2 * COUNT_BITS;
 const TAG_MASK: u64 = (1 << (64 - TAG_SHIFT)) - 1;
-/// The most outcomes a window can hold (every bucket full of both): a `min_requests` above it
-/// could never be reached, so the policy's builder refuses it.
-pub(crate) const MAX_COUNTED: u64 = 2 * BUCKETS as u64 * COUNT_MAX;
+/// The most of each outcome a window counts.
+const MAX_EACH: u64 = BUCKETS as u64 * COUNT_MAX;
+
+/// The most outcomes a window can hold and still trip at `min_rate`: every failure it can
+/// count, plus the most successes that leave the share under `min_rate`. A `min_requests`
+/// above it could never be reached, so the policy's builder refuses it.
+pub(crate) fn max_trippable(min_rate: f64) -> u64 {
+    let under = |successes: u64| is_under(min_rate, successes, successes + MAX_EACH);
+    if under(MAX_EACH) {
+        return 2 * MAX_EACH;
+    }
+    if !under(0) {
+        return 0;
+    }
+    // The share only falls as failures rise, so all of them count. The share of successes
+    // rises with them: search for the last count still under, with the very comparison
+    // `failure` makes, so the two cannot disagree by a rounding.
+    let (mut low, mut high) = (0, MAX_EACH);
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if under(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    MAX_EACH + low
+}
+
+/// Whether `successes` of `total` is a share under `min_rate`: what trips a window.
+fn is_under(min_rate: f64, successes: u64, total: u64) -> bool {
+    (successes as f64) < min_rate * total as f64
+}
 
 /// Outcomes that ended over the last `window`, shared by a layer's services and clones.
 ///
@@ -65,7 +95,7 @@ impl Window {
             }
         }
         let total = successes + failures;
-        total >= self.min_requests && (successes as f64) < self.min_rate * total as f64
+        total >= self.min_requests && is_under(self.min_rate, successes, total)
     }
 
     /// Forgets every outcome: after an ejection the peer starts with a clean slate.
@@ -176,6 +206,40 @@ mod tests {
         w.success(later);
         w.success(later);
         assert!(!w.failure(later), "1 failure of 3 is above 0.5");
+    }
+
+    /// `max_trippable` agrees with the window itself: full of failures, with the most
+    /// successes it allows, a window trips; with one success more, or one outcome more than
+    /// it allows as `min_requests`, it cannot.
+    #[test]
+    fn the_largest_trippable_window_trips_and_no_larger_one_can() {
+        for (rate, most) in [
+            (1.0, 20_971_500),
+            (0.8, 20_971_500),
+            (0.5, 20_971_499),
+            (0.1, 11_650_833),
+        ] {
+            assert_eq!(max_trippable(rate), most, "at {rate}");
+            let successes = most - MAX_EACH;
+            for (extra, trips) in [(0, true), (1, false)] {
+                let (w, epoch) = window(rate, 10, u32::try_from(most).unwrap());
+                // Ten buckets, each with its own slot of the last ten, full of failures.
+                let mut left = successes + extra;
+                for (i, bucket) in w.buckets.iter().enumerate() {
+                    let here = left.min(COUNT_MAX);
+                    left -= here;
+                    bucket.store(
+                        ((i as u64) << TAG_SHIFT) | (here << COUNT_BITS) | COUNT_MAX,
+                        Relaxed,
+                    );
+                }
+                if left > 0 {
+                    continue; // more successes than a window counts: nothing to check
+                }
+                let now = epoch + Duration::from_secs(9);
+                assert_eq!(w.failure(now), trips, "at {rate} with {extra} more");
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,8 @@ enum Reply {
     Hang,
     /// Answers after this long.
     Slow(Duration),
+    /// Fails after this long.
+    SlowFail(Duration),
 }
 
 /// What the backend's `poll_ready` does.
@@ -135,6 +137,10 @@ impl Service<u32> for Backend {
                 Reply::Slow(after) => {
                     tokio::time::sleep(after).await;
                     Ok(request)
+                }
+                Reply::SlowFail(after) => {
+                    tokio::time::sleep(after).await;
+                    Err(io::Error::from(io::ErrorKind::ConnectionReset))
                 }
             }
         })
@@ -777,20 +783,50 @@ async fn a_stale_probes_success_counts_in_the_window_and_clears_nothing() {
     let mut s = setup(
         policy()
             .consecutive_failures(None)
-            .success_rate(0.5, 10 * SEC, 4),
+            .success_rate(0.2, 10 * SEC, 4),
     );
+    let probe = stale_probe(&mut s, Reply::Slow(5 * SEC)).await;
+    fail(&mut s, 3).await; // under the volume of 4
+    assert_eq!(probe.await.unwrap(), 1);
+    // 1 success in 5 is not under 0.2; had the success not been counted, 0 in 4 would be.
+    fail(&mut s, 1).await;
+    assert_eq!(
+        s.peer.state(),
+        PeerState::Idle,
+        "the success was not counted"
+    );
+    // 1 in 6 is: had the window been wiped, 2 failures would be under the volume.
+    fail(&mut s, 1).await;
+    assert_eq!(s.peer.state(), PeerState::Ejected, "the window was wiped");
+}
+
+/// The same for a stale probe that fails: one more failure in a row.
+#[tokio::test(start_paused = true)]
+async fn a_stale_probes_failure_counts_as_an_ordinary_one() {
+    let mut s = setup(policy().consecutive_failures(Some(2)));
+    let probe = stale_probe(&mut s, Reply::SlowFail(5 * SEC)).await;
+    fail(&mut s, 1).await;
+    assert_eq!(s.peer.state(), PeerState::Idle);
+    assert!(matches!(probe.await, Err(HealthError::Inner(_))));
+    assert_eq!(
+        s.peer.state(),
+        PeerState::Ejected,
+        "the probe's failure was dropped"
+    );
+}
+
+/// A probe sent with `reply`, whose ejection is then ended by hand while it is out.
+async fn stale_probe(
+    s: &mut Setup,
+    reply: Reply,
+) -> impl Future<Output = Result<u32, HealthError>> + use<> {
     assert!(s.peer.eject(SEC));
     tokio::time::sleep(SEC).await;
-    s.backend.reply(Reply::Slow(5 * SEC));
+    s.backend.reply(reply);
     assert!(poll_ready_once(&mut s.service).await.is_ready());
     let probe = s.service.call(1);
     assert!(s.peer.restore());
-    fail(&mut s, 3).await; // under the volume of 4
-    assert_eq!(probe.await.unwrap(), 1);
-    assert_eq!(s.peer.state(), PeerState::Idle);
-    // 3 failures and the probe's success in the window: one more failure makes 1 in 5.
-    fail(&mut s, 1).await;
-    assert_eq!(s.peer.state(), PeerState::Ejected, "the window was wiped");
+    probe
 }
 
 /// A response of 0 is a failure, as a 503 is to the HTTP classifier.

@@ -125,28 +125,37 @@ impl<K: PeerKey, C> Shared<K, C> {
                         window.clear();
                     }
                 } else {
-                    // The ejection it probed had ended without it: the window's outcomes are
-                    // about the peer as it is, and this is one more of them.
+                    // The ejection it probed was decided without it: the window's outcomes
+                    // are about the peer as it is, and this is one more of them.
                     self.record_success();
                 }
             }
-            (Some(permit), true) => permit.failed(|history| self.plan(history, false)),
-            (None, false) => self.record_success(),
-            (None, true) => {
-                let run = self.peer.health_failure();
-                let by_count = self
-                    .policy
-                    .consecutive_failures()
-                    .is_some_and(|limit| run >= limit);
-                // The window counts the failure whatever the run says.
-                let by_rate = self
-                    .window
-                    .as_ref()
-                    .is_some_and(|window| window.failure(Instant::now()));
-                if by_count || by_rate {
-                    self.trip();
+            (Some(permit), true) => {
+                if !permit.failed(|history| self.plan(history, false)) {
+                    // As for a stale success: one more failure of the peer as it is.
+                    self.record_failure();
                 }
             }
+            (None, false) => self.record_success(),
+            (None, true) => self.record_failure(),
+        }
+    }
+
+    /// A failure outside a deciding probe: into the run and the window, ejecting the peer
+    /// when either trips.
+    fn record_failure(&self) {
+        let run = self.peer.health_failure();
+        let by_count = self
+            .policy
+            .consecutive_failures()
+            .is_some_and(|limit| run >= limit);
+        // The window counts the failure whatever the run says.
+        let by_rate = self
+            .window
+            .as_ref()
+            .is_some_and(|window| window.failure(Instant::now()));
+        if by_count || by_rate {
+            self.trip();
         }
     }
 

@@ -102,8 +102,11 @@ impl<K: PeerKey> ProbePermit<K> {
     }
 
     /// The probe succeeded: the peer is restored and its multiplier decays by one step.
-    /// Returns false if the ejection it probed had ended already (another probe, a restore):
-    /// then it restored nothing, and its success is an ordinary one.
+    ///
+    /// Returns false if the ejection it probed is over (a restore, another probe's outcome)
+    /// or is no longer the one it probed (taken over by a check or an override, or made again
+    /// by another probe's failure): then it decided nothing, and its outcome is an ordinary
+    /// one, for the caller to count as such.
     pub(crate) fn succeeded(mut self) -> bool {
         self.finished = true;
         self.handle.shared.probe_finished(
@@ -113,14 +116,15 @@ impl<K: PeerKey> ProbePermit<K> {
         )
     }
 
-    /// The probe failed: the peer is ejected again, as `plan` says.
-    pub(crate) fn failed(mut self, plan: impl FnOnce(EjectionHistory) -> EjectionPlan) {
+    /// The probe failed: the peer is ejected again, as `plan` says. Returns false, as
+    /// [`succeeded`](Self::succeeded) does, if the probe decided nothing.
+    pub(crate) fn failed(mut self, plan: impl FnOnce(EjectionHistory) -> EjectionPlan) -> bool {
         self.finished = true;
         self.handle.shared.probe_finished(
             &self.handle.tracker,
             self.generation,
             ProbeOutcome::Failed(plan),
-        );
+        )
     }
 }
 

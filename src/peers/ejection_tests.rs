@@ -126,7 +126,7 @@ async fn a_probe_of_an_earlier_ejection_decides_nothing() {
     let Admission::Probe(current) = peer.admit(1, None) else {
         panic!("the stale probe must not hold the slot")
     };
-    current.failed(fixed(20 * SECOND));
+    assert!(current.failed(fixed(20 * SECOND)));
     let snap = peer.snapshot();
     assert_eq!(snap.times_ejected, times + 1);
     assert_eq!(snap.ejected_until, Some(Instant::now() + 20 * SECOND));
@@ -152,7 +152,7 @@ async fn the_multiplier_grows_with_failed_probes_and_decays_with_restores() {
     let Admission::Probe(probe) = peer.admit(1, None) else {
         panic!()
     };
-    probe.failed(plan(&seen));
+    assert!(probe.failed(plan(&seen)));
     advance(SECOND).await;
     let Admission::Probe(probe) = peer.admit(1, None) else {
         panic!()

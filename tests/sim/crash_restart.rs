@@ -16,8 +16,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use redial::retry::Budget;
-
 use crate::harness::net::Target;
 use crate::harness::record::{Recorder, trace};
 use crate::harness::server::{Behaviour, Server};
@@ -25,7 +23,6 @@ use crate::harness::sweep::{Run, show_trace};
 use crate::harness::{Fault, Settings, World, now, when};
 use crate::stack::{self, Knobs, Outcome, assert_accounted, tally};
 
-const MS: Duration = Duration::from_millis(1);
 const CLIENTS: u64 = 8;
 const THINK: Duration = Duration::from_millis(20);
 const CRASH: Duration = Duration::from_millis(2000);
@@ -38,18 +35,7 @@ const BASELINE_AT: Duration = Duration::from_millis(1900);
 const RECOVERED_AT: Duration = Duration::from_millis(8900);
 
 fn knobs() -> Knobs {
-    Knobs {
-        backoff: stack::backoff(50 * MS, 1000 * MS),
-        connect_timeout: 500 * MS,
-        fail_fast: 1000 * MS,
-        stagger: 100 * MS,
-        exhausted_cooldown: None,
-        max_attempts: 3,
-        retry_deadline: 1500 * MS,
-        attempt_timeout: 500 * MS,
-        budget: Budget::default(),
-        timeout: 2000 * MS,
-    }
+    Knobs::default()
 }
 
 #[derive(Debug, Default)]

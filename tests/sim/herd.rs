@@ -46,13 +46,6 @@ const BUCKET: Duration = Duration::from_millis(10);
 fn knobs() -> Knobs {
     Knobs {
         backoff: stack::backoff(100 * MS, 2000 * MS),
-        connect_timeout: 500 * MS,
-        fail_fast: 1000 * MS,
-        stagger: 100 * MS,
-        exhausted_cooldown: None,
-        max_attempts: 3,
-        retry_deadline: 1500 * MS,
-        attempt_timeout: 500 * MS,
         // The default ratio (20 %), with a reserve of 1 retry per second instead of 10: the
         // reserve lets a quiet client retry, and a process of a hundred clients is not quiet.
         budget: Budget::builder()
@@ -60,7 +53,7 @@ fn knobs() -> Knobs {
             .min_per_second(1)
             .build()
             .expect("a valid budget"),
-        timeout: 2000 * MS,
+        ..Knobs::default()
     }
 }
 

@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http::Method;
-use redial::retry::Budget;
 use tower::timeout::Timeout;
 
 use crate::harness::http::HttpConnect;
@@ -38,16 +37,9 @@ const LOSS: f64 = 0.03;
 
 fn knobs() -> Knobs {
     Knobs {
-        backoff: stack::backoff(50 * MS, 1000 * MS),
-        connect_timeout: 500 * MS,
-        fail_fast: 1000 * MS,
         stagger: 50 * MS,
-        exhausted_cooldown: None,
-        max_attempts: 3,
-        retry_deadline: 1500 * MS,
         attempt_timeout: 300 * MS,
-        budget: Budget::default(),
-        timeout: 2000 * MS,
+        ..Knobs::default()
     }
 }
 

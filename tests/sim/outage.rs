@@ -16,7 +16,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use redial::backoff::{Backoff, Jitter};
-use redial::retry::Budget;
 
 use crate::harness::net::Target;
 use crate::harness::record::{Recorder, trace};
@@ -41,15 +40,9 @@ fn knobs() -> Knobs {
             .max_attempts(5)
             .build()
             .expect("a valid backoff"),
-        connect_timeout: 500 * MS,
-        fail_fast: 1000 * MS,
         stagger: 50 * MS,
         exhausted_cooldown: Some(1000 * MS),
-        max_attempts: 3,
-        retry_deadline: 1500 * MS,
-        attempt_timeout: 500 * MS,
-        budget: Budget::default(),
-        timeout: 2000 * MS,
+        ..Knobs::default()
     }
 }
 

@@ -54,6 +54,26 @@ pub struct Knobs {
     pub timeout: Duration,
 }
 
+/// The knobs of scenario 1 (crash and restart), which the other single-peer scenarios change
+/// only where their fault needs it.
+impl Default for Knobs {
+    fn default() -> Self {
+        let ms = Duration::from_millis(1);
+        Self {
+            backoff: backoff(50 * ms, 1000 * ms),
+            connect_timeout: 500 * ms,
+            fail_fast: 1000 * ms,
+            stagger: 100 * ms,
+            exhausted_cooldown: None,
+            max_attempts: 3,
+            retry_deadline: 1500 * ms,
+            attempt_timeout: 500 * ms,
+            budget: Budget::default(),
+            timeout: 2000 * ms,
+        }
+    }
+}
+
 impl Knobs {
     /// The longest a request may take, readiness included: a peer that cannot be reached
     /// turns the service ready (failing fast) after `fail_fast`; a peer that is up may keep it

@@ -664,7 +664,6 @@ mod tests {
             kind(b().success_rate(0.8, SEC, u32::MAX)),
             ConfigErrorKind::TooLarge
         );
-        // The edges that are allowed.
         // The figures `success_rate`'s docs give.
         for (rate, most) in [(0.8, 20_971_500), (0.5, 20_971_499), (0.1, 11_650_833)] {
             assert!(b().success_rate(rate, SEC, most).build().is_ok(), "{rate}");
@@ -673,6 +672,7 @@ mod tests {
                 ConfigErrorKind::TooLarge
             );
         }
+        // The edges that are allowed.
         assert!(
             b().success_rate(1.0, Duration::from_nanos(1), 1)
                 .build()

@@ -12,6 +12,8 @@
 
 #![cfg(feature = "hyper")]
 
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/http_server.rs"]
 mod http_server;
 
@@ -37,6 +39,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
+use bounded::{eventually, within};
 use http_server::{HELLO, HttpServer};
 
 const MS: Duration = Duration::from_millis(1);
@@ -53,6 +56,8 @@ const RECOVERY: Duration = Duration::from_millis(400 + 1000);
 const SLACK: usize = 2;
 /// No test may take longer than this, whatever goes wrong.
 const TEST_CAP: Duration = Duration::from_secs(15);
+/// How long a connection's end may take to be seen.
+const SETTLE: Duration = Duration::from_secs(3);
 
 fn backoff() -> Backoff {
     Backoff::builder()
@@ -104,24 +109,6 @@ fn assert_spaced_by_schedule(times: &[Instant], what: &str) {
 /// The first gaps between consecutive attempts, for messages.
 fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).take(12).map(|p| p[1] - p[0]).collect()
-}
-
-/// Runs a test body under [`TEST_CAP`].
-async fn capped<F: Future<Output = ()>>(body: F) {
-    timeout(TEST_CAP, body)
-        .await
-        .expect("test finished within its cap");
-}
-
-/// Polls `check` every 10 ms for up to 3 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        sleep(10 * MS).await;
-    }
-    panic!("not within 3 s: {what}");
 }
 
 /// The first error of type `E` in `error`'s source chain.
@@ -323,7 +310,7 @@ fn snapshot<K: PeerKey>(peers: &Peers<K>, key: &K) -> PeerSnapshot<K> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_client_recovers_within_one_step_of_a_restart() {
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let mut server = HttpServer::start().await.unwrap();
         let uri = server.uri();
         let peers: Peers<String> = peers();
@@ -343,7 +330,7 @@ async fn hyper_client_recovers_within_one_step_of_a_restart() {
         server.stop().await;
         let stopped = Instant::now();
         // The pooled connection ends; it had answered, so the peer is idle, not backing off.
-        eventually("the pooled connection's end is seen", || {
+        eventually(SETTLE, "the pooled connection's end is seen", || {
             snapshot(&peers, &key).open_connections == 0
         })
         .await;
@@ -401,7 +388,7 @@ async fn hyper_client_recovers_within_one_step_of_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_recovers_within_one_step_of_a_restart() {
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let mut server = HttpServer::start().await.unwrap();
         let url = server.uri().to_string();
         let peers: Peers<&'static str> = peers();
@@ -571,7 +558,7 @@ async fn tonic_channel_recovers_through_the_connector() {
 
     const SERVICE: &str = "redial.test.Echo";
 
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
@@ -611,7 +598,7 @@ async fn tonic_channel_recovers_through_the_connector() {
 
         server.stop().await;
         let stopped = Instant::now();
-        eventually("the channel's connection ends", || {
+        eventually(SETTLE, "the channel's connection ends", || {
             snapshot(&peers, &key).open_connections == 0
         })
         .await;
@@ -658,7 +645,7 @@ async fn concurrent_calls_to_a_dead_peer_share_one_probe_per_step() {
     const CALLS: usize = 50;
     const DEADLINE: Duration = Duration::from_secs(1);
 
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let (addr, _held) = dead_port();
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
         let peers: Peers<String> = peers();
@@ -761,7 +748,7 @@ impl Flapper {
 async fn flapping_keeps_the_backoff_growing_until_a_response() {
     const FLAPS: usize = 5;
 
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let (flapper, addr) = Flapper::start(SocketAddr::from(([127, 0, 0, 1], 0))).await;
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
         let peers: Peers<String> = peers();
@@ -779,7 +766,7 @@ async fn flapping_keeps_the_backoff_growing_until_a_response() {
                 .expect("the request ends")
                 .expect_err("the flapper never answers");
             // The connection's end reaches the tracker from hyper's connection task.
-            eventually("the flapped connection's end is seen", || {
+            eventually(SETTLE, "the flapped connection's end is seen", || {
                 snapshot(&peers, &key).open_connections == 0
             })
             .await;
@@ -855,7 +842,7 @@ async fn flapping_keeps_the_backoff_growing_until_a_response() {
 async fn a_hanging_connect_times_out_and_backs_off() {
     const LIMIT: Duration = Duration::from_millis(100);
 
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let uri: Uri = "http://127.0.0.1:9/".parse().unwrap();
         let peers: Peers<String> = peers();
         let key = UriKey.key(&uri);
@@ -916,7 +903,7 @@ async fn the_call_deadline_cuts_an_attempt_without_charging_the_peer() {
     const TIMEOUT: Duration = Duration::from_millis(300);
     const DEADLINE: Duration = Duration::from_millis(400);
 
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let uri: Uri = "http://127.0.0.1:9/".parse().unwrap();
         let peers: Peers<String> = peers();
         let key = UriKey.key(&uri);

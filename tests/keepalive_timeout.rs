@@ -21,6 +21,8 @@
 
 #[path = "support/balanced.rs"]
 mod balanced;
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "support/http_server.rs"]
@@ -28,7 +30,6 @@ mod http_server;
 
 use std::convert::Infallible;
 use std::error::Error;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,9 +48,9 @@ use redial::reconnect::{ReconnectLayer, is_connection_lost};
 use redial::retry::http::HttpClassifier;
 use redial::retry::{Classify, Decision, RetryLayer, classify_error};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{sleep, timeout};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
+use bounded::{eventually, within};
 use fault_proxy::FaultProxy;
 use http_server::HELLO;
 
@@ -60,24 +61,6 @@ const KEEP_ALIVE: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(5);
 /// What the retry layer says for a keep-alive timeout.
 const REASON: &str = "keep-alive timeout";
-
-/// Awaits `future`, for at most `WAIT`.
-async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
-    match timeout(WAIT, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("not within {WAIT:?}: {what}"),
-    }
-}
-
-/// Polls `check` every 5 ms, for at most `WAIT`.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    bounded(what, async {
-        while !check() {
-            sleep(5 * MS).await;
-        }
-    })
-    .await;
-}
 
 /// A hyper HTTP/2 (prior knowledge) server on 127.0.0.1 that answers `hello`, except that
 /// after [`hang_next`](Self::hang_next) it never answers the next request it gets.
@@ -160,7 +143,7 @@ fn get() -> Request<Full<Bytes>> {
 /// The response's status and body, read whole.
 async fn answer(response: Response<Incoming>) -> (StatusCode, Bytes) {
     let status = response.status();
-    let body = bounded("the body", response.into_body().collect()).await;
+    let body = within(WAIT, "the body", response.into_body().collect()).await;
     (status, body.expect("a whole body").to_bytes())
 }
 
@@ -180,19 +163,26 @@ fn find_hyper<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a hyper::Error> 
 /// at the server, opens the black hole, and returns the error hyper fails the request with.
 async fn cut_off_by_keep_alive(server: &HangingServer, proxy: &FaultProxy) -> BoxError {
     let connector = balanced::http2_connector::<Full<Bytes>>(Some(KEEP_ALIVE));
-    let mut connection = bounded("the connect", connector.oneshot(proxy.addr()))
+    let mut connection = within(WAIT, "the connect", connector.oneshot(proxy.addr()))
         .await
         .expect("connected");
-    let ready = bounded("ready", connection.ready()).await.expect("ready");
-    let response = bounded("the first answer", ready.call(get())).await;
+    let ready = within(WAIT, "ready", connection.ready())
+        .await
+        .expect("ready");
+    let response = within(WAIT, "the first answer", ready.call(get())).await;
     let (status, body) = answer(response.expect("answered")).await;
     assert_eq!((status, &body[..]), (StatusCode::OK, HELLO.as_bytes()));
 
     server.hang_next();
-    let ready = bounded("ready", connection.ready()).await.expect("ready");
+    let ready = within(WAIT, "ready", connection.ready())
+        .await
+        .expect("ready");
     let cut_off = ready.call(get());
-    let (outcome, ()) = tokio::join!(bounded("the keep-alive timeout", cut_off), async {
-        eventually("the request reached the server", || server.hanging() == 1).await;
+    let (outcome, ()) = tokio::join!(within(WAIT, "the keep-alive timeout", cut_off), async {
+        eventually(WAIT, "the request reached the server", || {
+            server.hanging() == 1
+        })
+        .await;
         proxy.black_hole(true);
     });
     match outcome {
@@ -267,16 +257,19 @@ async fn a_request_cut_off_by_a_keep_alive_timeout_succeeds_on_a_fresh_connectio
         .layer(reconnect)
         .service(connector);
 
-    let ready = bounded("ready", client.ready()).await.expect("ready");
-    let response = bounded("the first answer", ready.call(())).await;
+    let ready = within(WAIT, "ready", client.ready()).await.expect("ready");
+    let response = within(WAIT, "the first answer", ready.call(())).await;
     let (status, _) = answer(response.expect("answered")).await;
     assert_eq!(status, StatusCode::OK);
 
     server.hang_next();
-    let ready = bounded("ready", client.ready()).await.expect("ready");
+    let ready = within(WAIT, "ready", client.ready()).await.expect("ready");
     let call = ready.call(());
-    let (outcome, ()) = tokio::join!(bounded("the retried request", call), async {
-        eventually("the request reached the server", || server.hanging() == 1).await;
+    let (outcome, ()) = tokio::join!(within(WAIT, "the retried request", call), async {
+        eventually(WAIT, "the request reached the server", || {
+            server.hanging() == 1
+        })
+        .await;
         proxy.black_hole(true);
     });
     let response = outcome.unwrap_or_else(|error| panic!("the caller saw {error:?}"));
@@ -290,8 +283,8 @@ async fn a_request_cut_off_by_a_keep_alive_timeout_succeeds_on_a_fresh_connectio
     // the service keeps the connection the keep-alive timeout ended, and drops it at its next
     // `poll_ready`, as broken by that timeout (not by the closed connection `poll_ready` would
     // find), then dials a fresh one.
-    let ready = bounded("ready", client.ready()).await.expect("ready");
-    let response = bounded("the next answer", ready.call(())).await;
+    let ready = within(WAIT, "ready", client.ready()).await.expect("ready");
+    let response = within(WAIT, "the next answer", ready.call(())).await;
     let (status, _) = answer(response.expect("answered")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -334,7 +327,7 @@ async fn a_grpc_call_cut_off_by_a_keep_alive_timeout_is_retried_if_repeatable() 
         .http2_keep_alive_interval(KEEP_ALIVE)
         .keep_alive_timeout(KEEP_ALIVE)
         .keep_alive_while_idle(true);
-    let channel = bounded("the connect", endpoint.connect())
+    let channel = within(WAIT, "the connect", endpoint.connect())
         .await
         .expect("connected");
     let mut client = HealthClient::new(channel);
@@ -342,8 +335,11 @@ async fn a_grpc_call_cut_off_by_a_keep_alive_timeout_is_retried_if_repeatable() 
     // The server speaks HTTP/2, not gRPC: only the call that hangs matters here.
     server.hang_next();
     let check = client.check(HealthCheckRequest::default());
-    let (outcome, ()) = tokio::join!(bounded("the keep-alive timeout", check), async {
-        eventually("the call reached the server", || server.hanging() == 1).await;
+    let (outcome, ()) = tokio::join!(within(WAIT, "the keep-alive timeout", check), async {
+        eventually(WAIT, "the call reached the server", || {
+            server.hanging() == 1
+        })
+        .await;
         proxy.black_hole(true);
     });
     let status = match outcome {

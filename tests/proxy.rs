@@ -9,12 +9,13 @@
 
 #![cfg(feature = "hyper")]
 
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "support/http_server.rs"]
 mod http_server;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,29 +35,15 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
+use bounded::{eventually, within};
 use fault_proxy::FaultProxy;
 use http_server::{HELLO, HttpServer};
 
 const MS: Duration = Duration::from_millis(1);
 /// No test here may take longer, whatever happens.
 const CAP: Duration = Duration::from_secs(60);
-
-async fn capped<F: Future<Output = ()>>(body: F) {
-    timeout(CAP, body)
-        .await
-        .expect("the test finished within its cap");
-}
-
-/// Polls `check` every 10 ms for up to 5 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        sleep(10 * MS).await;
-    }
-    panic!("not within 5 s: {what}");
-}
+/// How long the proxy may take to see a connection open or close.
+const SETTLE: Duration = Duration::from_secs(5);
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
 
@@ -82,7 +69,7 @@ async fn reply(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn the_proxy_forwards_refuses_and_accepts_again() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let mut proxy = FaultProxy::start(server.addr()).await.unwrap();
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -108,23 +95,26 @@ async fn the_proxy_forwards_refuses_and_accepts_again() {
 
 #[tokio::test]
 async fn the_proxy_resets_open_connections() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let proxy = FaultProxy::start(server.addr()).await.unwrap();
         let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
-        eventually("the proxy holds the connection", || proxy.open() == 1).await;
+        eventually(SETTLE, "the proxy holds the connection", || {
+            proxy.open() == 1
+        })
+        .await;
         proxy.reset();
         let mut buf = [0u8; 64];
         let error = stream.read(&mut buf).await.unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset);
-        eventually("the connection is gone", || proxy.open() == 0).await;
+        eventually(SETTLE, "the connection is gone", || proxy.open() == 0).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_black_hole_accepts_and_never_answers() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let proxy = FaultProxy::start(server.addr()).await.unwrap();
         proxy.black_hole(true);
@@ -145,7 +135,7 @@ async fn a_black_hole_accepts_and_never_answers() {
 
 #[tokio::test]
 async fn latency_and_bandwidth_slow_the_exchange_down() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let proxy = FaultProxy::start(server.addr()).await.unwrap();
         proxy.latency(100 * MS);
@@ -324,7 +314,7 @@ fn assert_accounted(log: &[(Instant, Ended)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_rides_through_a_crash_and_restart_behind_the_proxy() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let mut proxy = FaultProxy::start(server.addr()).await.unwrap();
         let peers: Peers<String> = Peers::builder().backoff(backoff()).seed(7).build().unwrap();
@@ -385,20 +375,23 @@ async fn hyper_rides_through_a_crash_and_restart_behind_the_proxy() {
             "open after recovery: {recovered}"
         );
         // The load's services (and the pool inside) are gone: so are the connections.
-        eventually("every connection closed", || {
+        eventually(SETTLE, "every connection closed", || {
             peers
                 .snapshot(&key)
                 .is_some_and(|s| s.open_connections == 0)
         })
         .await;
-        eventually("the proxy holds no connection", || proxy.open() == 0).await;
+        eventually(SETTLE, "the proxy holds no connection", || {
+            proxy.open() == 0
+        })
+        .await;
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_rides_through_resets_a_black_hole_latency_and_a_slow_link() {
-    capped(async {
+    within(CAP, "the test", async {
         let server = HttpServer::start().await.unwrap();
         let proxy = FaultProxy::start(server.addr()).await.unwrap();
         let peers: Peers<String> = Peers::builder().backoff(backoff()).seed(7).build().unwrap();
@@ -463,7 +456,7 @@ async fn tonic_rides_through_a_crash_and_restart_behind_the_proxy() {
 
     const SERVICE: &str = "redial.test.Echo";
 
-    capped(async {
+    within(CAP, "the test", async {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(SERVICE, tonic_health::ServingStatus::Serving)
@@ -538,7 +531,7 @@ async fn tonic_rides_through_a_crash_and_restart_behind_the_proxy() {
         );
         assert!(peers.stats().attempts >= 2, "it never reconnected");
         drop(channel);
-        eventually("every connection closed", || {
+        eventually(SETTLE, "every connection closed", || {
             peers
                 .snapshot(&key)
                 .is_some_and(|s| s.open_connections == 0)

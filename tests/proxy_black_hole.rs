@@ -40,6 +40,8 @@
 
 #[path = "support/balanced.rs"]
 mod balanced;
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
 #[path = "support/http_server.rs"]
@@ -67,6 +69,7 @@ use tower::timeout::TimeoutLayer;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use balanced::{EventLog, PeerStack};
+use bounded::within;
 use fault_proxy::{Count, FaultProxy};
 use http_server::{HELLO, HttpServer};
 
@@ -100,12 +103,6 @@ const KEEP_ALIVE: Duration = Duration::from_millis(100);
 /// HTTP/2: how long after an ejection a request the balancer sent before it may still reach
 /// the proxy (it is written by the connection's task, read by the proxy's).
 const IN_FLIGHT_GRACE: Duration = Duration::from_millis(50);
-
-async fn capped<F: Future<Output = ()>>(body: F) {
-    timeout(CAP, body)
-        .await
-        .expect("the test finished within its cap");
-}
 
 // ---------------------------------------------------------------------------------------------
 // What differs between the protocols: the servers, and how a request goes through the stack.
@@ -558,34 +555,42 @@ async fn black_hole_in_one_of_three(proto: Proto, onset: Onset) {
 
 #[tokio::test]
 async fn http1_a_peer_that_black_holes_after_connecting_is_ejected_probed_and_restored() {
-    capped(black_hole_in_one_of_three(
-        Proto::Http1,
-        Onset::AfterConnect,
-    ))
+    within(
+        CAP,
+        "the test",
+        black_hole_in_one_of_three(Proto::Http1, Onset::AfterConnect),
+    )
     .await;
 }
 
 #[tokio::test]
 async fn http1_a_peer_black_holed_before_the_first_connect_is_ejected_probed_and_restored() {
-    capped(black_hole_in_one_of_three(
-        Proto::Http1,
-        Onset::BeforeConnect,
-    ))
+    within(
+        CAP,
+        "the test",
+        black_hole_in_one_of_three(Proto::Http1, Onset::BeforeConnect),
+    )
     .await;
 }
 
 #[cfg(feature = "tonic")]
 #[tokio::test]
 async fn grpc_a_peer_that_black_holes_after_connecting_is_ejected_probed_and_restored() {
-    capped(black_hole_in_one_of_three(Proto::Grpc, Onset::AfterConnect)).await;
+    within(
+        CAP,
+        "the test",
+        black_hole_in_one_of_three(Proto::Grpc, Onset::AfterConnect),
+    )
+    .await;
 }
 
 #[cfg(feature = "tonic")]
 #[tokio::test]
 async fn grpc_a_peer_black_holed_before_the_first_connect_is_ejected_probed_and_restored() {
-    capped(black_hole_in_one_of_three(
-        Proto::Grpc,
-        Onset::BeforeConnect,
-    ))
+    within(
+        CAP,
+        "the test",
+        black_hole_in_one_of_three(Proto::Grpc, Onset::BeforeConnect),
+    )
     .await;
 }

@@ -9,12 +9,13 @@
 
 #![cfg(feature = "hyper")]
 
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/http_script.rs"]
 mod http_script;
 #[path = "support/http_server.rs"]
 mod http_server;
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use redial::retry::{Classify, Decision, Replay, Retry, RetryLayer};
 use tokio::time::Instant;
 use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
 
+use bounded::within;
 use http_script::{Chunks, Received, Reply, ScriptedServer, pattern};
 
 const MS: Duration = Duration::from_millis(1);
@@ -489,13 +491,6 @@ fn stack(backoff: Backoff) -> (Stack, Peers<&'static str>) {
     (stack, peers)
 }
 
-/// Runs `test` under `TEST_CAP`.
-async fn capped<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_CAP, test)
-        .await
-        .expect("the test finishes within its cap")
-}
-
 /// What one call through the stack came to.
 struct Exchange {
     status: StatusCode,
@@ -508,7 +503,7 @@ struct Exchange {
 
 /// Serves `script` on a free port and sends it `method` with `body` through the stack once.
 async fn exchange(script: Vec<Reply>, method: Method, body: Chunks) -> Exchange {
-    capped(async {
+    within(TEST_CAP, "the test", async {
         let server = ScriptedServer::bind(script).await;
         let (client, peers) = stack(backoff());
         let mut subscription = peers.subscribe();
@@ -577,7 +572,7 @@ async fn a_post_that_reached_the_server_is_never_sent_twice() {
 
 #[tokio::test]
 async fn a_post_that_failed_to_connect_is_sent_once_the_server_is_up() {
-    capped(async {
+    within(TEST_CAP, "the test", async {
         // A port nobody listens on, for now.
         let addr: SocketAddr = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -700,7 +695,7 @@ async fn closes_first_connection() -> (SocketAddr, Arc<Mutex<usize>>) {
 
 #[tokio::test]
 async fn a_get_cut_off_by_a_closed_connection_is_retried_and_a_post_is_not() {
-    capped(async {
+    within(TEST_CAP, "the test", async {
         for (method, expected) in [(Method::GET, Some(StatusCode::OK)), (Method::POST, None)] {
             let (addr, accepted) = closes_first_connection().await;
             let client: Client<HttpConnector, Full<Bytes>> =
